@@ -1,0 +1,37 @@
+"""The command line: `python -m pricer <command>`.
+
+    python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
+    python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
+"""
+
+import argparse
+import sys
+
+
+def data(args) -> None:
+    """Write the embedded catalog's items and prompts to a folder."""
+    from pricer.catalog import write_catalog
+    from pricer.config import get_preset
+
+    preset = get_preset(args.preset)
+    out = write_catalog(args.out, seed=args.seed, summary_tokens=preset.summary_tokens)
+    print(f"pricer: catalog written to {out}/items and {out}/prompts-{preset.summary_tokens}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command and run it."""
+    parser = argparse.ArgumentParser(prog="python -m pricer", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("data", help="write the embedded catalog to a folder")
+    p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
+    p.set_defaults(run=data)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,49 @@
+"""Secrets from the environment, a `.env` file or Colab's secrets: never printed, never saved.
+
+    from pricer.env import load_secrets
+    found = load_secrets()      # e.g. ["HF_TOKEN"]: names only, never values
+
+Values already in the environment win over `.env`, which wins over Colab's userdata.
+"""
+
+import os
+
+SECRETS = ("HF_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+def load_secrets(dotenv_path: str | None = None) -> list[str]:
+    """Put known secrets into os.environ from .env / Colab; return the names that are set."""
+    from dotenv import load_dotenv
+
+    load_dotenv(dotenv_path, override=False)
+    for name in SECRETS:
+        if not os.environ.get(name):
+            value = _colab_secret(name)
+            if value:
+                os.environ[name] = value
+    return [name for name in SECRETS if os.environ.get(name)]
+
+
+def _colab_secret(name: str) -> str | None:
+    try:
+        from google.colab import userdata  # only on Colab
+    except ImportError:
+        return None
+    try:
+        return userdata.get(name)
+    except Exception:  # Colab raises its own SecretNotFoundError / NotebookAccessError
+        return None
+
+
+def has_secret(name: str) -> bool:
+    """True when the secret is set (without revealing it)."""
+    return bool(os.environ.get(name))
+
+
+def redact(text: str) -> str:
+    """The text with every known secret value replaced by its name, for logs and reports."""
+    for name in SECRETS:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, f"<{name}>")
+    return text
