@@ -18,6 +18,13 @@ def data(args) -> None:
     print(f"pricer: catalog written to {out}/items and {out}/prompts-{preset.summary_tokens}")
 
 
+def lab(args) -> None:
+    """Execute the five notebooks and write the report (the README's first command)."""
+    from pricer.lab import run_lab
+
+    run_lab(args.preset, args.runs_dir, fresh=args.fresh)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command and run it."""
     parser = argparse.ArgumentParser(prog="python -m pricer", description=__doc__.splitlines()[0])
@@ -28,6 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
     p.set_defaults(run=data)
+
+    p = commands.add_parser("lab", help="execute the five notebooks in order and write report.html")
+    p.add_argument("--preset", default="tiny", help="tiny (CPU, embedded default), lite or full")
+    p.add_argument("--runs-dir", default="runs", help="executed notebooks go to RUNS_DIR/<timestamp>/")
+    p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    p.set_defaults(run=lab)
 
     args = parser.parse_args(argv)
     args.run(args)

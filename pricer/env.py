@@ -47,3 +47,26 @@ def redact(text: str) -> str:
         if value and len(value) >= 8:
             text = text.replace(value, f"<{name}>")
     return text
+
+
+def describe_setup() -> str:
+    """Versions and hardware in one block, so a notebook's output says what it ran on."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    names = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets")
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_properties(0)
+        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16 only (no bf16)"
+        device = f"GPU {gpu.name}, {gpu.total_memory / 2**30:.0f} GiB, {bf16}"
+    else:
+        device = f"CPU only, {torch.get_num_threads()} threads"
+    return f"Python {platform.python_version()} | {', '.join(versions)}\nDevice: {device}"
