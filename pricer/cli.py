@@ -25,6 +25,14 @@ def lab(args) -> None:
     run_lab(args.preset, args.runs_dir, fresh=args.fresh)
 
 
+def human_template(args) -> None:
+    """Write a human-guess CSV for the preset's test items."""
+    from pricer.human import template_for_preset
+
+    path = template_for_preset(args.out, size=args.size, preset=args.preset)
+    print(f"pricer: wrote a {args.size}-row template to {path}; fill in the guess column")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command and run it."""
     parser = argparse.ArgumentParser(prog="python -m pricer", description=__doc__.splitlines()[0])
@@ -41,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs-dir", default="runs", help="executed notebooks go to RUNS_DIR/<timestamp>/")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     p.set_defaults(run=lab)
+
+    p = commands.add_parser("human-template", help="write a CSV of test products for people to price")
+    p.add_argument("--out", required=True, help="the CSV to write")
+    p.add_argument("--size", type=int, default=100, help="how many test products")
+    p.add_argument("--preset", default="tiny", help="whose test items")
+    p.set_defaults(run=human_template)
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -226,3 +226,9 @@ def _write_jsonl(path: str | Path, splits: dict[str, list[dict]]) -> Path:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         tmp.replace(folder / f"{split}.jsonl")  # whole files only: an interrupted write leaves none
     return folder
+
+
+def lab_prompts(data_dir: str | Path, fallback: str) -> str:
+    """Lab 2's saved prompts (data_dir/prompts) when they exist, else `fallback` (a Hub name)."""
+    folder = Path(data_dir).expanduser() / "prompts"
+    return str(folder) if (folder / "test.jsonl").exists() else fallback
