@@ -36,31 +36,51 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
+def _chain(error: BaseException):
+    """The error and its causes: transformers wraps the Hub's errors in plain OSErrors."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _hub_problem(error: BaseException) -> str | None:
+    """What went wrong with the Hub, if anything: gated, 401, 403, missing or offline."""
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    for e in _chain(error):
+        text = str(e).lower()
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(e, GatedRepoError) or "gated repo" in text:
+            return "gated"
+        if status in (401, 403):
+            return str(status)
+        if isinstance(e, RepositoryNotFoundError) or "not a valid model identifier" in text:
+            return "missing"
+        if isinstance(e, (LocalEntryNotFoundError, ConnectionError)) or "couldn't connect" in text:
+            return "offline"
+    return None
+
+
 @contextlib.contextmanager
 def hub_errors(name: str, write: bool = False):
-    """Turn Hub failures (gated, no token, 401/403, no network) into a message with the fix."""
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
-
+    """Turn Hub failures (gated, no token, 401/403, missing, no network) into a message with the fix."""
     need = "a write token" if write else "a read token"
     embedded = "or run offline on the embedded model: preset 'tiny' or PRICER_OFFLINE=1"
+    fixes = {
+        "gated": f"{name} is gated: accept its licence at https://huggingface.co/{name} with your account, "
+                 f"then set HF_TOKEN to {need} (.env or Colab secrets); {embedded}.",
+        "401": f"The Hub refused {name} (401): HF_TOKEN is missing or invalid. Create {need} at "
+               f"https://huggingface.co/settings/tokens; {embedded}.",
+        "403": f"The Hub refused {name} (403): your token lacks permission. Use {need} (a fine-grained "
+               f"token must include that repo); {embedded}.",
+        "missing": f"{name} is neither a local folder nor a repo on the Hub that HF_TOKEN can see: check "
+                   f"the name, or set HF_TOKEN to {need} if it is private; {embedded}.",
+        "offline": f"Could not reach the Hugging Face Hub for {name} (no network?); {embedded}.",
+    }
     try:
         yield
-    except GatedRepoError:
-        raise PricerError(f"{name} is gated: accept its licence at https://huggingface.co/{name} with your "
-                          f"account, then set HF_TOKEN to {need} (.env or Colab secrets); {embedded}.") from None
-    except RepositoryNotFoundError:
-        raise PricerError(f"{name} was not found on the Hub, or is private and HF_TOKEN can't see it: "
-                          f"check the name and set HF_TOKEN to {need}; {embedded}.") from None
-    except HfHubHTTPError as e:
-        status = getattr(e.response, "status_code", None)
-        if status == 401:
-            raise PricerError(f"The Hub refused {name} (401): HF_TOKEN is missing or invalid. Create "
-                              f"{need} at https://huggingface.co/settings/tokens; {embedded}.") from None
-        if status == 403:
-            raise PricerError(f"The Hub refused {name} (403): your token lacks permission. Use {need} "
-                              f"(fine-grained tokens need that repo); {embedded}.") from None
-        raise
-    except (ConnectionError, OSError) as e:
-        if "connect" not in str(e).lower() and "resolve" not in str(e).lower():
+    except (OSError, ValueError) as e:
+        problem = _hub_problem(e)
+        if problem is None:
             raise
-        raise PricerError(f"Could not reach the Hub for {name} (no network?); {embedded}.") from None
+        raise PricerError(fixes[problem]) from None

@@ -10,6 +10,7 @@ converted once to a plain Hugging Face folder under `PRICER_HOME`, so everything
 uses ordinary `from_pretrained(folder)`: conversion costs ~20 s once, reloading 0.2 s.
 """
 
+import functools
 import importlib.metadata
 import shutil
 from pathlib import Path
@@ -72,12 +73,20 @@ def device() -> str:
 
 
 def compute_dtype():
-    """bf16 where the GPU has it, fp16 on older GPUs (a T4), fp32 on CPU."""
+    """bf16 where the GPU has it, fp16 on older GPUs (a T4: said once), fp32 on CPU."""
     import torch
 
     if not torch.cuda.is_available():
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    _say_fp16(torch.cuda.get_device_name())
+    return torch.float16
+
+
+@functools.cache
+def _say_fp16(gpu: str) -> None:
+    print(f"pricer: {gpu} has no bf16, so fp16 is used (trainable weights stay fp32).")
 
 
 def quant_config(quant: str | None):
