@@ -225,12 +225,12 @@ class Tester:
 
     @staticmethod
     def post_process(value):
-        """The price in a predictor's answer ("$1,234.50" -> 1234.5); None when it holds no number."""
+        """The price in a predictor's answer ("$1,234.50" -> 1234.5); None when it holds no (finite) number."""
         if isinstance(value, str):
             value = value.replace("$", "").replace(",", "")
             match = re.search(r"[-+]?\d*\.\d+|\d+", value)
-            return float(match.group()) if match else None
-        return None if value is None or math.isnan(value) else value
+            value = float(match.group()) if match else None
+        return None if value is None or not math.isfinite(value) else value  # "9" * 400 is inf
 
     color_for = staticmethod(color_for)
 

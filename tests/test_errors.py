@@ -105,3 +105,23 @@ def test_a_gpu_without_bf16_gets_fp16_said_once(monkeypatch, capsys):
     assert capsys.readouterr().out.count("Tesla T4 has no bf16, so fp16") == 1
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert models.compute_dtype() == torch.bfloat16
+
+
+def test_bad_input_sweep_has_no_crashes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "bench" / "bad_input_sweep.py"
+    spec = importlib.util.spec_from_file_location("bad_input_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    cases, by_api, crashes = sweep.sweep()
+    assert cases > 300 and crashes == []
+    assert sum(r["clear error"] for r in by_api.values()) > 100  # most malformed rows are refused
+
+
+@pytest.mark.parametrize("value", ["9" * 400, float("inf"), float("nan"), "no number", None])
+def test_non_numbers_and_infinities_are_unparsed(value):
+    from pricer.evaluator import Tester
+
+    assert Tester.post_process(value) is None
