@@ -2,6 +2,8 @@
 
     python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
     python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
+    python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
+    python -m pricer human-template --out human.csv   # test products for a class to price
 """
 
 import argparse
@@ -49,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs-dir", default="runs", help="executed notebooks go to RUNS_DIR/<timestamp>/")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     p.set_defaults(run=lab)
+
+    from pricer.train import add_train_arguments, run_cli
+
+    p = commands.add_parser("train", help="QLoRA fine-tuning; rerun the same command to resume")
+    add_train_arguments(p)
+    p.set_defaults(run=run_cli)
 
     p = commands.add_parser("human-template", help="write a CSV of test products for people to price")
     p.add_argument("--out", required=True, help="the CSV to write")

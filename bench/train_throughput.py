@@ -1,0 +1,260 @@
+"""Training throughput: the course's lite configuration against pricer.train's, bf16 and fp16, one run.
+
+    python bench/train_throughput.py            # GPU: Llama-3.2-3B-shaped random weights, 4-bit NF4
+    python bench/train_throughput.py --smoke    # CPU, tiny model, < 1 min: checks the script works
+
+Both sides train LoRA r=32 / alpha 64 / dropout 0.1 on q,k,v,o with paged AdamW, effective batch 32,
+on the same rows in the same order from the same seed, so their first losses must agree. The course
+side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longest row, gradient
+checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
+same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
+`pricer.train.build_trainer` with a plan made for a 14 GB budget (a T4), whatever GPU runs it.
+
+Rows are token ids with the lengths of the course's prompts (prompt + completion <= 128, most
+90-128; a price is 3 tokens + EOS): weights are random, so only lengths matter, and no tokenizer or
+Hub is needed. Writes bench/results/train_throughput.json (or --out).
+"""
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pricer.config import get_preset  # noqa: E402
+
+LLAMA_3B = dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+                intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0,
+                max_position_embeddings=131072)
+SMOKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=128, vocab_size=1024, tie_word_embeddings=True)
+EOS = 1
+
+
+def make_rows(n: int, vocab: int, seed: int = 0) -> list[dict]:
+    """Token-id rows shaped like the course's: prompt + 3-token price + EOS <= 128, most 90-128."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        total = rng.randint(90, 128) if rng.random() < 0.8 else rng.randint(50, 89)
+        ids = [rng.randrange(3, vocab) for _ in range(total - 1)] + [EOS]
+        rows.append({"input_ids": ids, "completion_mask": [0] * (total - 4) + [1] * 4})
+    return rows
+
+
+def tiny_tokenizer():
+    """A 3-token tokenizer: the trainer wants pad / EOS ids, the rows are already token ids."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(WordLevel({"<pad>": 0, "<eos>": EOS, "<unk>": 2}, unk_token="<unk>"))
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<eos>", unk_token="<unk>")
+
+
+def save_random_model(shape: dict, folder: Path) -> None:
+    """Random Llama weights in bf16 (fp32 on CPU), saved so every configuration loads the same model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = LlamaConfig(**shape, eos_token_id=EOS, pad_token_id=EOS, bos_token_id=EOS)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if device == "cuda" else torch.float32)
+    model.save_pretrained(folder)
+
+
+def load_4bit(folder: Path, dtype):
+    """A fresh 4-bit NF4 model (double quant, compute dtype = the run's), as pricer.models loads it."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_use_double_quant=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=dtype, device_map=device)
+
+
+def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, fix_fp16: bool = False):
+    """The course's cell: SFTTrainer, batch 32, TRL defaults otherwise (gradient checkpointing on)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    import torch
+
+    args = SFTConfig(output_dir=str(out), per_device_train_batch_size=32, gradient_accumulation_steps=1,
+                     optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
+                     learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=math.ceil(0.01 * steps),
+                     weight_decay=0.001, max_grad_norm=0.3, bf16=precision == "bf16", fp16=precision == "fp16",
+                     max_length=128, max_steps=steps, logging_steps=1, save_strategy="no", report_to="none",
+                     completion_only_loss=True, seed=42, use_cpu=not torch.cuda.is_available())
+    lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora)
+    if fix_fp16:
+        from pricer.train import settle_trainable_dtype
+
+        settle_trainable_dtype(trainer.model, "fp16")
+    return trainer
+
+
+def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
+                micro_batch: int | None):
+    """pricer.train's trainer with the plan it would make for a `budget_gb` device."""
+    from pricer.memory import ModelShape
+    from pricer.train import Setup, build_trainer, plan_setup
+
+    preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
+                        optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
+    setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
+                       budget_gb, micro_batch)
+    setup = Setup(precision, setup.plan, setup.padding_free, setup.fused)  # the dtype under test
+    trainer = build_trainer(model, tokenizer, rows, preset, setup, out, max_steps=steps)
+    return trainer, trainer.pricer_setup
+
+
+def measure(trainer, warmup: int) -> dict:
+    """Seconds per step (after warm-up), real tokens per second, peak memory, first losses."""
+    import torch
+    from transformers import TrainerCallback
+
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *args, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.start)
+
+    trainer.add_callback(Clock())
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    tokens = [h["num_tokens"] for h in logs]  # cumulative real (non-pad) tokens, as TRL counts them
+    measured = times[warmup:]
+    peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+    return {"s_per_step": round(sum(measured) / len(measured), 4),
+            "tok_per_s": round((tokens[-1] - tokens[warmup - 1]) / sum(measured), 1),
+            "peak_gb": round(peak, 2) if peak else None, "first_step_s": round(times[0], 2),
+            "losses": [round(h["loss"], 4) for h in logs], "grad_norms": [round(h["grad_norm"], 4) for h in logs]}
+
+
+def run_one(name: str, folder: Path, rows, precision: str, args, tmp: Path) -> dict:
+    """Build one configuration on a fresh model, train it, and say how it went (or how it failed)."""
+    import gc
+
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    steps = args.warmup + args.steps
+    print(f"--- {name} ({precision})", flush=True)
+    model = trainer = None
+    try:
+        model = load_4bit(folder, dtype)
+        if name.startswith("course"):
+            trainer, plan = course_trainer(model, tiny_tokenizer(), rows, precision, steps, tmp / name,
+                                           fix_fp16=name.endswith("fixed")), None
+        else:
+            trainer, setup = our_trainer(model, tiny_tokenizer(), rows, precision, steps, tmp / name,
+                                         args.budget_gb, args.micro_batch)
+            plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
+                    "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
+                    "padding_free": setup.padding_free, "fused": setup.fused}
+        result = {"precision": precision, **measure(trainer, args.warmup)}
+        if plan:
+            result["plan"] = plan
+    except Exception as e:  # the course's fp16 crash is a result, not a failure of the benchmark
+        result = {"precision": precision, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    print(json.dumps(result), flush=True)
+    del model, trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def summarise(results: dict, on_gpu: bool) -> dict:
+    """Speed-ups over the course (bf16; fp16 against the fixed course config) and the loss agreement."""
+    def ratio(ours, course):
+        a, b = results.get(ours, {}), results.get(course, {})
+        return round(a["tok_per_s"] / b["tok_per_s"], 2) if "tok_per_s" in a and "tok_per_s" in b else None
+
+    def loss_gap(a, b, k=5):
+        la, lb = results.get(a, {}).get("losses"), results.get(b, {}).get("losses")
+        return round(max(abs(x - y) for x, y in zip(la[:k], lb[:k])), 4) if la and lb else None
+
+    peaks = [results[k]["peak_gb"] for k in results if k.startswith("ours") and results[k].get("peak_gb")]
+    if not on_gpu:
+        return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
+                "loss_gap_first5_fp32": loss_gap("ours_fp32", "course_fp32")}
+    return {"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
+            "peak_gb": max(peaks) if peaks else None,
+            "loss_gap_first5_bf16": loss_gap("ours_bf16", "course_bf16"),
+            "loss_gap_first5_fp16": loss_gap("ours_fp16", "course_fp16_fixed")}
+
+
+def machine() -> str:
+    """GPU (or CPU) and library versions, for the results file."""
+    import importlib.metadata as md
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86'})"
+    libs = ", ".join(f"{n} {md.version(n)}" for n in ("torch", "transformers", "trl", "peft", "bitsandbytes"))
+    return f"{device}; {libs}"
+
+
+def main(argv=None) -> dict:
+    """Run every configuration and write the results file."""
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny model on CPU, a few steps: checks the script")
+    p.add_argument("--steps", type=int, help="measured steps per configuration (default 10; smoke 3)")
+    p.add_argument("--warmup", type=int, help="steps not timed (default 3; smoke 1)")
+    p.add_argument("--budget-gb", type=float, default=14.0, help="memory our plan may use (14: a T4)")
+    p.add_argument("--micro-batch", type=int, help="force our micro-batch instead of the planned one")
+    p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16,course_fp16_fixed,ours_fp16")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
+    args = p.parse_args(argv)
+    on_gpu = torch.cuda.is_available() and not args.smoke
+    args.steps = args.steps or (10 if on_gpu else 3)
+    args.warmup = args.warmup or (3 if on_gpu else 1)
+    configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32"]
+    shape = LLAMA_3B if on_gpu else SMOKE
+    rows = make_rows(32 * (args.steps + args.warmup), shape["vocab_size"])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        save_random_model(shape, folder)
+        results = {name: run_one(name, folder, rows, name.split("_")[1], args, Path(tmp)) for name in configs}
+    report = {"machine": machine(), "model": "Llama-3.2-3B-shaped, random weights, 4-bit NF4" if on_gpu
+              else "smoke: 2-layer Llama, hidden 64, 4-bit NF4, CPU fp32",
+              "rows": {"count": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)},
+              "steps_measured": args.steps, "warmup_steps": args.warmup, "budget_gb": args.budget_gb,
+              **summarise(results, on_gpu), "configs": results,
+              "wall_s": round(time.perf_counter() - started, 1)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "configs"}, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The memory preflight: peak training memory estimated before any weight is loaded.
+
+    shape = ModelShape.from_pretrained(preset.base_model)          # reads config.json only
+    gb = estimate_peak_gb(shape, preset, micro_batch=16, tokens=16 * 128, checkpointing=False)
+    plan = plan_batches(shape, preset, lengths, budget_gb=14.0)    # or PricerError naming what fits
+
+The estimate adds the weights (4-bit packed layers, 16-bit embeddings), the LoRA weights with
+their gradients and AdamW state, and the activations autograd keeps for the backward pass. The
+activation bytes per token and layer were measured with `torch.autograd.graph.saved_tensors_hooks`
+on a Llama-3.2-3B-shaped layer (bf16, LoRA r=32), fitted as `a * hidden + b * intermediate`, and
+scaled to the one GPU measurement we have: lite at batch 32 x 128 on an H100 peaked at 18.3 GB
+without checkpointing (this reads 19.7 GB with the 5% headroom) and 3.98 GB with it (reads 4.5 GB):
+a little on the safe side, which is the side a preflight should err on.
+"""
+
+import math
+from dataclasses import dataclass
+
+from pricer.errors import PricerError
+
+GB = 1e9
+MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
+# Saved-activation bytes per token and layer in 16-bit, as a * hidden + b * intermediate, keyed by
+# (LoRA on the MLP, dropout > 0): measured on CPU, less the ~2 x hidden of attention probabilities
+# that the GPU's fused attention kernels don't keep.
+ACTIVATION_A = {(False, False): 27.6, (False, True): 31.6, (True, False): 35.7, (True, True): 47.7}
+ACTIVATION_B = {(False, False): 6.0, (False, True): 6.0, (True, False): 10.0, (True, True): 14.0}
+CALIBRATION = 0.94  # the H100's measured 18.3 GB (lite, 32 x 128, no checkpointing) over this table's figure
+FUSED_SAVING = (8.0, 2.0)  # fused RMSNorm keeps its input only (-8 x hidden), fused SwiGLU drops silu(g) (-2 x inter)
+HEADROOM = 1.05  # allocator rounding and fragmentation on top of what tensors hold
+FIXED_GB = 0.3  # CUDA workspaces, optimizer scratch
+SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens; TRL scores only those positions on a GPU
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a Llama-style decoder that memory depends on."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool = True
+
+    @classmethod
+    def from_config(cls, config) -> "ModelShape":
+        """From a transformers config (LlamaConfig and friends)."""
+        return cls(config.hidden_size, config.num_hidden_layers, config.intermediate_size,
+                   config.num_attention_heads, getattr(config, "num_key_value_heads", None)
+                   or config.num_attention_heads, config.vocab_size,
+                   bool(getattr(config, "tie_word_embeddings", False)))
+
+    @classmethod
+    def from_pretrained(cls, name: str) -> "ModelShape":
+        """From a Hub name, folder or EMBEDDED: config.json only, no weights."""
+        from transformers import AutoConfig
+
+        from pricer.errors import hub_errors
+        from pricer.models import resolve_model
+
+        with hub_errors(name):
+            return cls.from_config(AutoConfig.from_pretrained(resolve_model(name)))
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each projection in one layer."""
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        return {"q_proj": (self.hidden, self.hidden), "k_proj": (self.hidden, kv),
+                "v_proj": (self.hidden, kv), "o_proj": (self.hidden, self.hidden),
+                "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
+                "down_proj": (self.intermediate, self.hidden)}
+
+    def lora_params(self, r: int, targets) -> int:
+        """Trainable parameters of a LoRA adapter of rank r on the target projections."""
+        shapes = self.linear_shapes()
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def weight_bytes(shape: ModelShape, quant: str | None, dtype_bytes: int) -> float:
+    """Frozen weights: packed projections plus 16-bit (or 32-bit) embeddings and head."""
+    linear = shape.layers * sum(i * o for i, o in shape.linear_shapes().values())
+    per_param = {"4bit": 0.5 + 1 / 64, "8bit": 1.0 + 4 / 64, None: dtype_bytes}[quant]  # + absmax per block
+    embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    return linear * per_param + embeddings * dtype_bytes
+
+
+def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, dtype_bytes: int,
+                     fused: bool = False) -> float:
+    """What autograd keeps for the backward pass of one micro-batch of `tokens` tokens."""
+    mlp = any(t in MLP_NAMES for t in preset.target_modules)
+    key = (mlp, preset.lora_dropout > 0)
+    a, b = ACTIVATION_A[key], ACTIVATION_B[key]
+    if fused:
+        a, b = a - FUSED_SAVING[0], b - FUSED_SAVING[1]
+    per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * dtype_bytes / 2
+    if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
+        return tokens * (shape.layers * shape.hidden * dtype_bytes + per_layer)
+    return tokens * shape.layers * per_layer
+
+
+def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, checkpointing: bool,
+                     dtype_bytes: int = 2, fused: bool = False) -> float:
+    """Peak training memory in GB for one micro-batch holding `tokens` tokens in all."""
+    lora = shape.lora_params(preset.lora_r, preset.target_modules)
+    trainable = lora * (2 * dtype_bytes + 8)  # weight + gradient, AdamW's two fp32 moments
+    loss_chunk = micro_batch * SCORED_PER_ROW * shape.vocab * 4 * 2  # fp32 logits and their gradient
+    total = (weight_bytes(shape, preset.quant, dtype_bytes) + trainable + loss_chunk
+             + activation_bytes(shape, preset, tokens, checkpointing, dtype_bytes, fused))
+    return total * HEADROOM / GB + FIXED_GB
+
+
+def micro_batch_tokens(lengths: list[int], micro_batch: int, padded: bool) -> int:
+    """Tokens in a large micro-batch: padded rows x longest, or a high-percentile sum of lengths."""
+    longest = sorted(lengths, reverse=True)
+    if padded:
+        return micro_batch * longest[0]
+    mean = sum(lengths) / len(lengths)
+    spread = math.sqrt(sum((n - mean) ** 2 for n in lengths) / len(lengths))
+    return int(min(sum(longest[:micro_batch]), micro_batch * mean + 4 * math.sqrt(micro_batch) * spread))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the effective batch is split, and what that is expected to cost in memory."""
+
+    micro_batch: int
+    accumulation: int
+    checkpointing: bool
+    peak_gb: float
+    budget_gb: float
+
+
+def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float, dtype_bytes: int = 2,
+                 padded: bool = False, fused: bool = False, micro_batch: int | None = None,
+                 checkpointing: bool | None = None) -> BatchPlan:
+    """The fastest split of preset.batch_size that fits the budget, or a PricerError saying what fits.
+
+    Preference: no gradient checkpointing (it recomputes the forward pass, ~1.3-1.9x slower) with
+    the largest micro-batch; checkpointing only when no micro-batch fits without it.
+    """
+    sizes = [m for m in range(preset.batch_size, 0, -1) if preset.batch_size % m == 0]
+    if micro_batch is not None:
+        if preset.batch_size % micro_batch:
+            raise ValueError(f"micro_batch {micro_batch} must divide the batch size {preset.batch_size}")
+        sizes = [micro_batch]
+    modes = [False, True] if checkpointing is None else [checkpointing]
+
+    def cost(m, ckpt):
+        tokens = micro_batch_tokens(lengths, m, padded)
+        return estimate_peak_gb(shape, preset, m, tokens, ckpt, dtype_bytes, fused)
+
+    for ckpt in modes:
+        for m in sizes:
+            if ckpt is False and checkpointing is None and m < min(8, preset.batch_size):
+                break  # tiny micro-batches waste the GPU: better to recompute at a larger one
+            peak = cost(m, ckpt)
+            if peak <= budget_gb:
+                return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), budget_gb)
+    raise PricerError(_refusal(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused,
+                               micro_batch, checkpointing, cost))
+
+
+def _refusal(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused, micro_batch, checkpointing,
+             cost) -> str:
+    """The message for a plan that does not fit: what was asked, and what would fit instead."""
+    asked = micro_batch or 1
+    need = cost(asked, True if checkpointing is None else checkpointing)
+    text = (f"preset {preset.name!r} needs ~{need:.1f} GB at micro-batch {asked}"
+            f"{' with' if checkpointing is not False else ' without'} gradient checkpointing, "
+            f"but this device has ~{budget_gb:.1f} GB to give.")
+    if micro_batch is not None or checkpointing is not None:
+        try:
+            fits = plan_batches(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused)
+            return (f"{text} Micro-batch {fits.micro_batch} with {fits.accumulation} accumulation steps "
+                    f"{'and' if fits.checkpointing else 'without'} gradient checkpointing fits "
+                    f"(~{fits.peak_gb:.1f} GB, same effective batch): leave micro_batch unset to get it.")
+        except PricerError:
+            pass
+    smaller = [n for n in ("tiny", "lite") if n != preset.name]
+    return (f"{text} Try a smaller preset ({' or '.join(smaller)}), a shorter max_length, "
+            "or a GPU with more memory (Colab: Runtime > Change runtime type).")

@@ -1,0 +1,287 @@
+"""Training: resume, the 4-bit CPU trap, the checks that run before training, and the batch plan.
+
+Runs on a tiny random Llama (2 layers, hidden 64) with the embedded tokenizer and short prompts, so
+each training test takes seconds on 2 CPU cores.
+"""
+
+import json
+
+import pytest
+
+from pricer.config import EMBEDDED, get_preset
+from pricer.errors import PricerError
+from pricer.memory import ModelShape, estimate_peak_gb, plan_batches
+
+LITE_SHAPE = ModelShape(hidden=3072, layers=28, intermediate=8192, heads=24, kv_heads=8, vocab=128256)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices run faster on one thread, and much faster when other work shares the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random 2-layer Llama saved with the embedded tokenizer: a base model folder like any other."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pricer.models import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = load_tokenizer(EMBEDDED)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def short_prompts(tmp_path_factory, catalog):
+    """A prompts folder of short rows (title only): the real format, a quarter of the tokens."""
+    from pricer.items import Item
+    from pricer.prompts import make_completion, make_prompt
+
+    def rows(items, do_round):
+        return [Item(title=i.title, category=i.category, price=i.price, prompt=make_prompt(i.title),
+                     completion=make_completion(i.price, do_round)) for i in items]
+
+    train, val, test = catalog
+    folder = tmp_path_factory.mktemp("prompts")
+    Item.save_prompts(folder, rows(train[:48], True), rows(val[:4], True), rows(test[:4], False))
+    return str(folder)
+
+
+def tiny_preset(tiny_model, short_prompts, **overrides):
+    settings = dict(base_model=tiny_model, prompts=short_prompts, train_rows=24, batch_size=4, save_steps=2,
+                    lora_r=8, lora_alpha=16, learning_rate=1e-2, warmup_fraction=0.0)
+    return get_preset("tiny", **{**settings, **overrides})
+
+
+def adapter_weights(adapter_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def test_warmup_is_one_percent_of_steps_and_steps_ignore_the_micro_batch_split():
+    from pricer.train import total_steps, warmup_steps
+
+    steps = total_steps(rows=20_000, batch_size=32, epochs=1)
+    assert steps == 625 and warmup_steps(steps, 0.01) == 7  # ceil(6.25)
+    assert warmup_steps(total_steps(800_000, 256, 3), 0.01) == 94
+    assert total_steps(20_000, 32, 1, max_steps=50) == 50
+
+
+def test_precision_is_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch):
+    import torch
+
+    from pricer.train import choose_precision
+
+    assert choose_precision() == "fp32"  # this CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
+    assert choose_precision() == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_precision() == "bf16"
+
+
+def test_lora_weights_stay_fp32_unless_training_in_bf16():
+    import torch
+
+    from pricer.train import settle_trainable_dtype
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[0].requires_grad_(False)
+    for precision, expected in (("fp16", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        model.to(torch.bfloat16)  # what TRL does to the LoRA weights of a quantized model
+        settle_trainable_dtype(model, precision)
+        assert model[1].weight.dtype == expected, precision
+        assert model[0].weight.dtype == torch.bfloat16  # frozen weights are left alone
+
+
+def test_rows_too_long_are_refused_before_training_naming_the_cap_and_the_longest(tokenizer):
+    from pricer.train import check_lengths
+
+    rows = [{"prompt": "What does this cost?\n\nPrice is $", "completion": "12.00"},
+            {"prompt": "What does this cost?\n\n" + "A very long summary. " * 20 + "\n\nPrice is $",
+             "completion": "99.00"}]
+    lengths = check_lengths(tokenizer, rows, max_length=200)
+    assert lengths[1] > lengths[0]
+    with pytest.raises(PricerError, match=rf"1 of 2 .*max_length=40 .*row 1, has {lengths[1]}"):
+        check_lengths(tokenizer, rows, max_length=40)
+
+
+def test_missing_wandb_key_is_said_once_and_training_goes_on(monkeypatch, tmp_path, capsys):
+    from pricer import train
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    train.report_to.cache_clear()
+    assert [train.report_to(), train.report_to()] == ["none", "none"]
+    assert capsys.readouterr().out.count("WANDB_API_KEY") == 1
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    train.report_to.cache_clear()
+    assert train.report_to() == "wandb"
+    train.report_to.cache_clear()
+
+
+def test_preflight_refuses_an_impossible_batch_and_names_the_one_that_fits():
+    lite = get_preset("lite")
+    lengths = [100 + i % 28 for i in range(1000)]
+    with pytest.raises(PricerError, match=r"micro-batch 32 without .* Micro-batch (\d+) with (\d+) accumulation"):
+        plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0, micro_batch=32, checkpointing=False)
+    with pytest.raises(PricerError, match=r"'full' needs .* smaller preset \(tiny or lite\)"):
+        plan_batches(LITE_SHAPE, get_preset("full"), lengths, budget_gb=4.0)
+
+
+def test_plan_keeps_the_effective_batch_and_checkpoints_only_when_it_must():
+    lite, lengths = get_preset("lite"), [120] * 500
+    roomy = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=70.0)
+    t4 = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0)
+    small = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=6.0)
+    assert (roomy.micro_batch, roomy.checkpointing) == (32, False)
+    assert t4.micro_batch < 32 and not t4.checkpointing and t4.peak_gb <= 14.0
+    assert small.checkpointing and small.peak_gb <= 6.0
+    for plan in (roomy, t4, small):
+        assert plan.micro_batch * plan.accumulation == lite.batch_size
+    assert estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, False) > estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, True)
+
+
+def test_flattened_rows_give_the_same_loss_as_padded_ones(tiny_model):
+    """Padding-free attention: each row attends only to itself, so the math is the padded batch's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pricer.train import use_varlen_attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    torch.manual_seed(1)
+    rows = [torch.randint(0, 1000, (n,)) for n in (7, 3, 5)]
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+    with torch.no_grad():
+        expected = model(input_ids=padded, attention_mask=mask).logits[mask.bool()]
+        use_varlen_attention(model)
+        cu = torch.tensor([0, 7, 10, 15], dtype=torch.int32)
+        positions = torch.cat([torch.arange(len(r)) for r in rows])[None]
+        flat = model(input_ids=torch.cat(rows)[None], position_ids=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                     max_length_q=7, max_length_k=7).logits[0]
+        use_varlen_attention(model, on=False)
+    assert torch.allclose(flat, expected, atol=1e-5)
+
+
+def test_a_4bit_model_that_ran_inference_on_cpu_is_refused(tiny_model):
+    """bitsandbytes repacks 4-bit weights on a CPU eval forward (where the CPU has avx512_bf16)."""
+    import torch
+
+    from pricer.models import load_model
+    from pricer.train import check_fresh, keep_weights_packed_for_training
+
+    for guarded in (False, True):
+        model = load_model(tiny_model, "4bit").eval()
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = True  # behave as on a CPU with avx512_bf16
+        if guarded:
+            keep_weights_packed_for_training(model)
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[1, 2, 3]]))
+        if guarded:
+            check_fresh(model)  # the guard train() applies: no repacking, nothing to refuse
+        else:
+            with pytest.raises(PricerError, match="already run inference on CPU.*freshly loaded"):
+                check_fresh(model)
+
+
+def test_fresh_4bit_model_trains_with_nonzero_lora_grads_and_falling_loss(short_prompts, tmp_path):
+    """The embedded SmolLM2 in 4-bit, as the tiny preset trains it: the model the CPU trap was measured on."""
+    from transformers import TrainerCallback
+
+    from pricer.train import train
+
+    grads = []
+
+    class LoraGrads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads.append(sum(float(p.grad.norm()) for n, p in model.named_parameters()
+                             if "lora_" in n and p.grad is not None))
+
+    preset = get_preset("tiny", prompts=short_prompts, train_rows=8, batch_size=4, save_steps=100)
+    result = train(preset, tmp_path, max_steps=5, callbacks=[LoraGrads()])
+    assert json.loads((result.run_dir / "pricer_run.json").read_text())["setup"]["precision"] == "fp32"
+    assert len(grads) == 5 and min(grads) > 0
+    assert result.losses[-1] < 0.7 * result.losses[0], result.losses
+
+
+def test_interrupted_run_resumes_to_the_same_adapter_and_a_finished_run_is_not_retrained(
+        tiny_model, short_prompts, tmp_path, capsys):
+    import torch
+    from transformers import TrainerCallback
+
+    from pricer.train import train
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt  # the Colab disconnect
+
+    preset = tiny_preset(tiny_model, short_prompts)
+    reference = train(preset, tmp_path / "straight", max_steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        train(preset, tmp_path / "broken", max_steps=5, callbacks=[Crash()])
+    resumed = train(preset, tmp_path / "broken", max_steps=5)  # the same command again
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-2")
+    assert len(list((tmp_path / "broken").iterdir())) == 1  # the same run folder, not a new one
+    expected, got = adapter_weights(reference.adapter), adapter_weights(resumed.adapter)
+    assert expected.keys() == got.keys()
+    assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in expected)
+    again = train(preset, tmp_path / "broken", max_steps=5)
+    assert again.run_dir == resumed.run_dir and "already finished" in capsys.readouterr().out
+    other = train(preset, tmp_path / "broken", max_steps=4)  # another step cap is another run
+    assert other.run_dir != resumed.run_dir
+
+
+def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
+    import torch
+
+    from pricer.memory import BatchPlan
+    from pricer.train import Setup, _train_or_explain
+
+    class Trainer:
+        def train(self, resume_from_checkpoint=None):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    setup = Setup("fp16", BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=12.3, budget_gb=14.2))
+    expected = r"micro-batch 16 .*micro_batch=8 \(--micro-batch 8 --checkpointing\).*resumes"
+    with pytest.raises(PricerError, match=expected):
+        _train_or_explain(Trainer(), None, setup)
+
+
+def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model, short_prompts, tmp_path):
+    from pricer.train import main
+
+    result = main(["--preset", "tiny", "--max-steps", "2", "--output-dir", str(tmp_path), "--micro-batch", "2",
+                   "--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"])
+    assert result.steps == 2 and (result.adapter / "adapter_model.safetensors").exists()
+    assert (result.setup["plan"]["micro_batch"], result.setup["plan"]["accumulation"]) == (2, 2)
+    assert result.run_dir.name.startswith("tiny-20")  # <preset>-<YYYY-MM-DD_HH.MM.SS>, as the course names runs
+
+
+def test_cli_overrides_are_typed():
+    from pricer.train import parse_overrides
+
+    assert parse_overrides(["train_rows=500", "learning_rate=2e-4", "quant=none", "target_modules=q_proj,v_proj",
+                            "name=mine"]) == {"train_rows": 500, "learning_rate": 2e-4, "quant": None,
+                                              "target_modules": ("q_proj", "v_proj"), "name": "mine"}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["train_rows"])
