@@ -142,6 +142,17 @@ def load_model(name: str, quant: str | None = "4bit", dtype=None):
     return model
 
 
+def load_finetuned(base: str, adapter: str, quant: str | None = "4bit"):
+    """The base model with a LoRA adapter (local folder or Hub name) on top, ready to predict."""
+    from peft import PeftModel
+
+    from pricer.errors import hub_errors
+
+    model = load_model(base, quant)
+    with hub_errors(str(adapter)):
+        return PeftModel.from_pretrained(model, str(adapter))
+
+
 def footprint_gb(model) -> float:
     """Memory the weights take, in GB (1e9 bytes), as the course reports it."""
     return model.get_memory_footprint() / 1e9

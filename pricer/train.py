@@ -353,6 +353,13 @@ def train(preset, output_dir: str | Path = "outputs", max_steps: int | None = No
     return TrainResult(run_dir, run_dir, losses, trainer.state.global_step, resume, applied)
 
 
+def latest_adapter(output_dir: str | Path = "outputs", preset: str | None = None) -> Path | None:
+    """The newest finished run's adapter folder under output_dir (of `preset`, if given)."""
+    runs = [p.parent for p in Path(output_dir).glob(f"{preset or '*'}-*/{RUN_FILE}")
+            if json.loads(p.read_text()).get("status") == "finished"]
+    return max(runs, key=lambda p: p.name.split("-", 1)[1], default=None)
+
+
 def _train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
     """Run the trainer; out of GPU memory becomes a message with a micro-batch that fits."""
     import torch
