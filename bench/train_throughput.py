@@ -117,7 +117,7 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                         optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
                        budget_gb, micro_batch)
-    setup = Setup(precision, setup.plan, setup.padding_free, setup.fused)  # the dtype under test
+    setup = Setup(precision, setup.plan, setup.grouped, setup.fused)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, max_steps=steps)
     return trainer, trainer.pricer_setup
 
@@ -174,7 +174,7 @@ def run_one(name: str, folder: Path, rows, precision: str, args, tmp: Path) -> d
                                          args.budget_gb, args.micro_batch)
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
-                    "padding_free": setup.padding_free, "fused": setup.fused}
+                    "grouped": setup.grouped, "fused": setup.fused}
         result = {"precision": precision, **measure(trainer, args.warmup)}
         if plan:
             result["plan"] = plan

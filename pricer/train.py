@@ -12,7 +12,7 @@ of the steps, grad norm 0.3). What it adds:
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
-  when nothing fits without it, rows flattened with no padding, RMSNorm and SwiGLU fused (GPU);
+  when nothing fits without it, batches grouped by length (little padding), RMSNorm and SwiGLU fused (GPU);
 - a run folder that a rerun of the same command finds and resumes from its last checkpoint;
 - a training model always loaded fresh: a 4-bit model that ran inference on CPU trains with zero
   gradients (bitsandbytes repacks its weights), so such a model is refused.
@@ -31,8 +31,8 @@ from pathlib import Path
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
 
+PAD_MULTIPLE = 16  # batch lengths rounded up to this: at most 8 shapes for the compiled kernels
 RUN_FILE = "pricer_run.json"  # the resolved config a rerun matches on, and the run's status
-VARLEN = "pricer_varlen_sdpa"  # attention for flattened rows
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Setup:
 
     precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU)
     plan: BatchPlan
-    padding_free: bool = True  # rows flattened into one sequence: no compute spent on padding
+    grouped: bool = True  # batches of similar lengths: little compute spent on padding
     fused: bool = False  # compiled RMSNorm + SwiGLU kernels (GPU only)
 
 
@@ -128,39 +128,6 @@ def score_completions_only() -> None:
         trl_utils._use_triton = lambda device: device.type in ("cuda", "xpu", "cpu")
 
 
-def _varlen_sdpa(module, query, key, value, attention_mask, **kwargs):
-    """sdpa on a flattened batch: rows are re-padded for attention only, so each sees only itself."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    cu = kwargs.get("cu_seq_lens_q")
-    options = {k: kwargs[k] for k in ("dropout", "scaling") if k in kwargs}
-    if cu is None or query.shape[0] != 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    cu = cu.long()
-    rows, longest, total = cu.numel() - 1, int(kwargs["max_length_q"]), query.shape[2]
-    row = torch.repeat_interleave(torch.arange(rows, device=cu.device), cu.diff(), output_size=total)
-    index = row * longest + torch.arange(total, device=cu.device) - cu[row]
-
-    def pad(x):  # (1, heads, total, dim) -> (rows, heads, longest, dim), zeros after each row
-        out = x.new_zeros(rows * longest, x.shape[1], x.shape[3])
-        out[index] = x[0].transpose(0, 1)
-        return out.view(rows, longest, x.shape[1], x.shape[3]).transpose(1, 2)
-
-    out, _ = sdpa_attention_forward(module, pad(query), pad(key), pad(value), None, **options)
-    return out.reshape(rows * longest, *out.shape[2:])[index].unsqueeze(0), None
-
-
-def use_varlen_attention(model, on: bool = True) -> None:
-    """Switch the model to (or back from) attention that keeps flattened rows apart."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register(VARLEN, _varlen_sdpa)
-    AttentionMaskInterface.register(VARLEN, sdpa_mask)  # padded batches (generation) keep their mask
-    model.set_attn_implementation(VARLEN if on else "sdpa")
-
-
 def _rms_norm(x, weight, eps: float):
     import torch
 
@@ -179,7 +146,7 @@ def fuse_kernels(model) -> bool:
     """Compile RMSNorm and SwiGLU into single kernels (same math; less memory kept and moved)."""
     import torch
 
-    norm, swiglu = torch.compile(_rms_norm, dynamic=True), torch.compile(_silu_mul, dynamic=True)
+    norm, swiglu = torch.compile(_rms_norm, dynamic=False), torch.compile(_silu_mul, dynamic=False)
     device = next(model.parameters()).device
     try:  # compile problems surface here, not mid-training
         x = torch.randn(2, 37, 64, device=device, requires_grad=True)
@@ -187,9 +154,10 @@ def fuse_kernels(model) -> bool:
     except Exception as e:  # inductor / Triton missing or broken: eager is still correct
         print(f"pricer: fused kernels unavailable ({type(e).__name__}: {str(e)[:120]}); using eager ones")
         return False
-    for module in model.modules():
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)  # a graph per shape
+    for module in model.modules():  # weights are arguments, not constants: one graph serves every layer
         if hasattr(module, "variance_epsilon") and type(module).__name__.endswith("RMSNorm"):
-            module.forward = functools.partial(norm, weight=module.weight, eps=module.variance_epsilon)
+            module.forward = types.MethodType(lambda self, x: norm(x, self.weight, self.variance_epsilon), module)
         elif hasattr(module, "gate_proj") and getattr(model.config, "hidden_act", "") == "silu":
             module.forward = types.MethodType(
                 lambda self, x: self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x))), module)
@@ -203,9 +171,10 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], budget_gb: float |
 
     precision = choose_precision()
     fused = fast and torch.cuda.is_available()
+    grouped = fast and not fused  # measured on an H100: many batch shapes make the compiled kernels recompile
     plan = plan_batches(shape, preset, lengths, budget_gb or device_budget_gb(), 4 if precision == "fp32" else 2,
-                        padded=not fast, fused=fused, micro_batch=micro_batch, checkpointing=checkpointing)
-    return Setup(precision, plan, padding_free=fast, fused=fused)
+                        padded=True, fused=fused, micro_batch=micro_batch, checkpointing=checkpointing)
+    return Setup(precision, plan, grouped=grouped, fused=fused)
 
 
 @functools.cache
@@ -233,8 +202,6 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
     check_fresh(model)
     keep_weights_packed_for_training(model)
     score_completions_only()
-    if setup.padding_free:
-        use_varlen_attention(model)
     if setup.fused and not fuse_kernels(model):
         setup = replace(setup, fused=False)
     on_cpu = not torch.cuda.is_available()
@@ -251,8 +218,9 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         warmup_steps=warmup_steps(steps, preset.warmup_fraction), weight_decay=preset.weight_decay,
         optim=optimizer, max_grad_norm=preset.max_grad_norm,
         bf16=setup.precision == "bf16", fp16=setup.precision == "fp16", use_cpu=on_cpu,
-        max_length=None if setup.padding_free else preset.max_length,  # lengths were checked already
-        padding_free=setup.padding_free, completion_only_loss=True,
+        max_length=preset.max_length, completion_only_loss=True,  # lengths were checked already
+        pad_to_multiple_of=PAD_MULTIPLE if setup.fused else None,  # a few shapes: each compiles once
+        train_sampling_strategy="group_by_length" if setup.grouped else "random",
         logging_steps=max(1, steps // 50), save_strategy="steps", save_steps=preset.save_steps, save_total_limit=3,
         push_to_hub=bool(push), hub_model_id=push, hub_private_repo=True, hub_strategy="checkpoint",
     )
@@ -345,7 +313,6 @@ def train(preset, output_dir: str | Path = "outputs", max_steps: int | None = No
     with hub_errors(push, write=True) if push else contextlib.nullcontext():
         trainer = build_trainer(model, tokenizer, rows, preset, setup, run_dir, max_steps, push, callbacks)
         _train_or_explain(trainer, resume, setup)
-        use_varlen_attention(trainer.model.get_base_model(), on=False)
         trainer.save_model()  # the adapter in the run folder (and the Hub repo's root, when pushing)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     applied = asdict(trainer.pricer_setup)

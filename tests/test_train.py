@@ -157,27 +157,32 @@ def test_plan_keeps_the_effective_batch_and_checkpoints_only_when_it_must():
     assert estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, False) > estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, True)
 
 
-def test_flattened_rows_give_the_same_loss_as_padded_ones(tiny_model):
-    """Padding-free attention: each row attends only to itself, so the math is the padded batch's."""
+def test_length_grouped_batches_waste_less_on_padding(tiny_model, tmp_path):
+    """Grouped batches hold rows of similar length, so padding to the longest costs little."""
+    import random
+
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pricer.train import use_varlen_attention
+    from pricer.memory import BatchPlan
+    from pricer.models import load_tokenizer
+    from pricer.train import Setup, build_trainer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    torch.manual_seed(1)
-    rows = [torch.randint(0, 1000, (n,)) for n in (7, 3, 5)]
-    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
-    with torch.no_grad():
-        expected = model(input_ids=padded, attention_mask=mask).logits[mask.bool()]
-        use_varlen_attention(model)
-        cu = torch.tensor([0, 7, 10, 15], dtype=torch.int32)
-        positions = torch.cat([torch.arange(len(r)) for r in rows])[None]
-        flat = model(input_ids=torch.cat(rows)[None], position_ids=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                     max_length_q=7, max_length_k=7).logits[0]
-        use_varlen_attention(model, on=False)
-    assert torch.allclose(flat, expected, atol=1e-5)
+    rng = random.Random(0)
+    rows = [{"prompt": "Title: " + " ".join(["word"] * rng.randint(2, 60)) + "\n\nPrice is $",
+             "completion": "12.00"} for _ in range(320)]
+    preset = get_preset("tiny", base_model=tiny_model, batch_size=8, max_length=128)
+    plan = BatchPlan(8, 1, False, 1.0, 10.0)
+
+    def padding(grouped):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, Setup("fp32", plan, grouped),
+                                tmp_path / str(grouped), max_steps=1)
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        return sum((1 - m).sum().item() for m in masks) / sum(m.numel() for m in masks)
+
+    grouped, shuffled = padding(True), padding(False)
+    assert grouped < 0.5 * shuffled, (grouped, shuffled)
 
 
 def test_a_4bit_model_that_ran_inference_on_cpu_is_refused(tiny_model):
