@@ -75,6 +75,8 @@ def _fmt(column: str, value) -> str:
         return ""
     if column == "error":
         return f"${value:,.2f}"
+    if column in ("size", "unparsed"):
+        return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:,.2f}"
     return html.escape(str(value))

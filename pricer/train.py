@@ -23,13 +23,13 @@ import functools
 import hashlib
 import json
 import math
-import types
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
+from pricer.speed import fuse_kernels, grouped_trainer, score_completions_only
 
 PAD_MULTIPLE = 16  # batch lengths rounded up to this: at most 8 shapes for the compiled kernels
 RUN_FILE = "pricer_run.json"  # the resolved config a rerun matches on, and the run's status
@@ -120,50 +120,6 @@ def keep_weights_packed_for_training(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def score_completions_only() -> None:
-    """Let TRL's fused loss project only labelled positions on CPU too (it does on GPU): ~20% less work."""
-    import trl.trainer.utils as trl_utils
-
-    if hasattr(trl_utils, "_use_triton"):  # TRL 1.16's switch; it keeps every position only for Neuron compiles
-        trl_utils._use_triton = lambda device: device.type in ("cuda", "xpu", "cpu")
-
-
-def _rms_norm(x, weight, eps: float):
-    import torch
-
-    dtype = x.dtype
-    x = x.to(torch.float32)
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
-
-
-def _silu_mul(gate, up):
-    import torch
-
-    return torch.nn.functional.silu(gate) * up
-
-
-def fuse_kernels(model) -> bool:
-    """Compile RMSNorm and SwiGLU into single kernels (same math; less memory kept and moved)."""
-    import torch
-
-    norm, swiglu = torch.compile(_rms_norm, dynamic=False), torch.compile(_silu_mul, dynamic=False)
-    device = next(model.parameters()).device
-    try:  # compile problems surface here, not mid-training
-        x = torch.randn(2, 37, 64, device=device, requires_grad=True)
-        (norm(x, torch.ones(64, device=device), 1e-5).sum() + swiglu(x, x).sum()).backward()
-    except Exception as e:  # inductor / Triton missing or broken: eager is still correct
-        print(f"pricer: fused kernels unavailable ({type(e).__name__}: {str(e)[:120]}); using eager ones")
-        return False
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)  # a graph per shape
-    for module in model.modules():  # weights are arguments, not constants: one graph serves every layer
-        if hasattr(module, "variance_epsilon") and type(module).__name__.endswith("RMSNorm"):
-            module.forward = types.MethodType(lambda self, x: norm(x, self.weight, self.variance_epsilon), module)
-        elif hasattr(module, "gate_proj") and getattr(model.config, "hidden_act", "") == "silu":
-            module.forward = types.MethodType(
-                lambda self, x: self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x))), module)
-    return True
-
-
 def plan_setup(shape: ModelShape, preset, lengths: list[int], budget_gb: float | None = None,
                micro_batch: int | None = None, checkpointing: bool | None = None, fast: bool = True) -> Setup:
     """Precision and batch split for this device, or a PricerError naming the micro-batch or preset that fits."""
@@ -220,14 +176,14 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         bf16=setup.precision == "bf16", fp16=setup.precision == "fp16", use_cpu=on_cpu,
         max_length=preset.max_length, completion_only_loss=True,  # lengths were checked already
         pad_to_multiple_of=PAD_MULTIPLE if setup.fused else None,  # a few shapes: each compiles once
-        train_sampling_strategy="group_by_length" if setup.grouped else "random",
         logging_steps=max(1, steps // 50), save_strategy="steps", save_steps=preset.save_steps, save_total_limit=3,
         push_to_hub=bool(push), hub_model_id=push, hub_private_repo=True, hub_strategy="checkpoint",
     )
     peft = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                       target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft, callbacks=list(callbacks))
+    trainer_class = grouped_trainer(SFTTrainer) if setup.grouped else SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                            peft_config=peft, callbacks=list(callbacks))
     settle_trainable_dtype(trainer.model, setup.precision)
     trainer.pricer_setup = setup  # what was actually applied (fused kernels may have fallen back)
     return trainer
