@@ -1,0 +1,71 @@
+"""The notebooks and the main job: stored clean, resumable, and (marked `lab`) executed end to end."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pricer import lab
+
+NOTEBOOKS = sorted(lab.NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_every_notebook_is_stored_without_outputs_and_has_one_parameters_cell():
+    assert [n.stem for n in NOTEBOOKS] == list(lab.NOTEBOOKS)
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "PRESET = " in tagged[0].source, path.name
+        assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code), path.name  # they teach
+
+
+def test_injected_parameters_follow_the_parameters_cell():
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    lab._inject(nb, {"PRESET": "lite", "OUTPUT_DIR": "/x"})
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert nb.cells[index + 1].source.splitlines()[1:] == ["PRESET = 'lite'", "OUTPUT_DIR = '/x'"]
+
+
+def test_an_interrupted_lab_resumes_with_the_unfinished_notebooks(tmp_path, monkeypatch):
+    calls = []
+
+    def execute(source, target, params, timeout):
+        calls.append(source.stem)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Colab disconnect during notebook 3
+        target.write_text("{}")
+
+    monkeypatch.setattr(lab, "execute", execute)
+    monkeypatch.setattr("pricer.report.write_report", lambda run_dir: Path(run_dir) / "report.html")
+    with pytest.raises(KeyboardInterrupt):
+        lab.run_lab("tiny", tmp_path)
+    first = list(tmp_path.iterdir())
+    assert len(first) == 1 and json.loads((first[0] / lab.STATE).read_text())["done"].keys() == set(calls[:2])
+    run_dir = lab.run_lab("tiny", tmp_path)
+    assert run_dir == first[0] and calls == list(lab.NOTEBOOKS[:3]) + list(lab.NOTEBOOKS[2:])
+    assert lab.run_lab("tiny", tmp_path) != run_dir  # a finished run is not redone: a new one starts
+
+
+@pytest.mark.lab
+def test_the_whole_lab_runs_offline_and_reports_every_result(tmp_path, monkeypatch):
+    """The README's first command, in a temporary folder, with a fake token that must never leak."""
+    fake = "hf_FAKEtoken1234567890abcdef"
+    monkeypatch.setenv("HF_TOKEN", fake)
+    monkeypatch.setenv("PRICER_OFFLINE", "1")
+    run_dir = lab.run_lab("tiny", tmp_path / "runs")
+    report = (run_dir / "report.html").read_text()
+    names = {json.loads(p.read_text())["name"] for p in (run_dir / "results").glob("*.json")}
+    expected = {"Constant Mean", "Ridge Bow", "Deep Neural Network", "Base model", "Fine-tuned greedy",
+                "Fine-tuned expected price"}
+    assert expected <= names and all(name in report for name in names)
+    per_item = {r["name"]: r["errors"] for r in map(json.loads, map(Path.read_text, (run_dir / "results").glob("*.json")))}
+    size = len(per_item["Constant Mean"])
+    error = {name: sum(e[:size]) / size for name, e in per_item.items()}  # on the same items
+    assert error["Fine-tuned expected price"] < 0.95 * error["Constant Mean"]  # training helped
+    assert error["Fine-tuned expected price"] < 0.9 * error["Base model"]
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".html", ".json", ".jsonl", ".txt", ".md"):
+            assert fake not in path.read_text(errors="ignore"), path
