@@ -107,7 +107,12 @@ def _run_dir(runs_dir: Path, preset: str, fresh: bool) -> Path:
                   and len(_state(d)["done"]) < len(NOTEBOOKS) and _state(d)["preset"] == preset]
     if unfinished and not fresh:
         return unfinished[-1]
-    run_dir = runs_dir / datetime.now().strftime("%Y-%m-%d_%H.%M.%S")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H.%M.%S")
+    run_dir = runs_dir / stamp
+    for n in range(2, 100):  # two runs started in the same second get their own folders
+        if not run_dir.exists():
+            break
+        run_dir = runs_dir / f"{stamp}-{n}"
     run_dir.mkdir(parents=True)
     _save_state(run_dir, {"preset": preset, "started": datetime.now().isoformat(), "done": {}})
     return run_dir
