@@ -58,6 +58,10 @@ def _title(datapoint) -> str:
     return title if len(title) <= 40 else title[:40] + "..."
 
 
+def _is_main() -> bool:  # one process of a multi-GPU run (RANK, set by accelerate / torchrun) writes files
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _in_notebook() -> bool:  # a Jupyter/Colab kernel: the only place fig.show() can draw
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython else None
@@ -287,7 +291,7 @@ class Tester:
         if _in_notebook():
             self.error_trend_chart().show()
             self.chart(result.headline()).show()
-        else:
+        elif _is_main():
             print(result.summary())
         return result
 
@@ -303,10 +307,11 @@ class Tester:
         rows = [self.data[i] for i in range(self.size)]
         path = self.cache_path(rows) if self.cache_key else None
         done = _read_cache(path) if path else {}
+        path = path if _is_main() else None  # every process reads the cache, only the main one appends
         todo = [i for i in range(self.size) if i not in done]
         step = getattr(self.predictor, "batch_size", 32) if hasattr(self.predictor, "predict_batch") else 1
         with (open(path, "a", encoding="utf-8") if path else contextlib.nullcontext()) as log, \
-                tqdm(total=self.size, initial=self.size - len(todo), desc=self.title) as bar:
+                tqdm(total=self.size, initial=self.size - len(todo), desc=self.title, disable=not _is_main()) as bar:
             for chunk in (todo[k:k + step] for k in range(0, len(todo), step)):
                 for i, value in zip(chunk, self._predict([rows[i] for i in chunk])):
                     done[i] = guess = self.post_process(value)
@@ -319,7 +324,7 @@ class Tester:
         self.titles, self.guesses, self.truths, self.errors, self.colors, self.unparsed = map(list, scored)
         self.seconds = time.perf_counter() - start
         result = self.report()
-        if save:
+        if save and _is_main():
             result.save(self.results_dir)
         return result
 

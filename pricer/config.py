@@ -150,3 +150,24 @@ def resolve(name: str) -> str:
         _announce(name)
         return EMBEDDED
     return name
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` strings as typed preset overrides (ints, floats, none, comma-separated lists)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes key=value, got {pair!r}")
+        if value.lower() == "none":
+            overrides[key] = None
+        elif "," in value or key == "target_modules":
+            overrides[key] = tuple(v for v in value.split(",") if v)
+        else:
+            for cast in (int, float, str):
+                try:
+                    overrides[key] = cast(value)
+                    break
+                except ValueError:
+                    continue
+    return overrides

@@ -66,10 +66,12 @@ def resolve_model(name: str) -> str:
 
 
 def device() -> str:
-    """"cuda" when a GPU is there, else "cpu"."""
+    """This process's GPU ("cuda:<LOCAL_RANK>" under accelerate / torchrun) when there is one, else "cpu"."""
+    import os
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
 
 
 def compute_dtype():

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from pricer import distributed
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
 from pricer.speed import fuse_kernels, grouped_trainer, score_completions_only
@@ -128,7 +129,11 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], budget_gb: float |
     precision = choose_precision()
     fused = fast and torch.cuda.is_available()
     grouped = fast and not fused  # measured on an H100: many batch shapes make the compiled kernels recompile
-    plan = plan_batches(shape, preset, lengths, budget_gb or device_budget_gb(), 4 if precision == "fp32" else 2,
+    world = distributed.world_size()
+    if preset.batch_size % world:
+        raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
+    per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
+    plan = plan_batches(shape, per_process, lengths, budget_gb or device_budget_gb(), 4 if precision == "fp32" else 2,
                         padded=True, fused=fused, micro_batch=micro_batch, checkpointing=checkpointing)
     return Setup(precision, plan, grouped=grouped, fused=fused)
 
@@ -178,6 +183,7 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         pad_to_multiple_of=PAD_MULTIPLE if setup.fused else None,  # a few shapes: each compiles once
         logging_steps=max(1, steps // 50), save_strategy="steps", save_steps=preset.save_steps, save_total_limit=3,
         push_to_hub=bool(push), hub_model_id=push, hub_private_repo=True, hub_strategy="checkpoint",
+        ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
     )
     peft = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                       target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
@@ -231,13 +237,14 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
 
 
-def _write_run(run_dir: Path, **fields) -> dict:
+def _write_run(run_dir: Path, **fields) -> None:
+    if not distributed.is_main():
+        return
     path = run_dir / RUN_FILE
     record = {**(json.loads(path.read_text()) if path.exists() else {}), **fields}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     tmp.replace(path)
-    return record
 
 
 def train(preset, output_dir: str | Path = "outputs", max_steps: int | None = None, push: str | None = None,
@@ -257,14 +264,17 @@ def train(preset, output_dir: str | Path = "outputs", max_steps: int | None = No
     lengths = check_lengths(tokenizer, rows, preset.max_length)
     setup = plan_setup(ModelShape.from_pretrained(preset.base_model), preset, lengths, budget_gb, micro_batch,
                        checkpointing, fast)
-    if run_dir is None:
-        run_dir = Path(output_dir) / f"{preset.name}-{datetime.now():%Y-%m-%d_%H.%M.%S}"
-        run_dir.mkdir(parents=True)
-    _write_run(run_dir, identity=identity, status="running", setup=asdict(setup))
+    with distributed.main_first():  # several GPUs: the main process makes the folder, the others find it
+        run_dir = run_dir or find_run(output_dir, identity)
+        if run_dir is None:
+            run_dir = Path(output_dir) / f"{preset.name}-{datetime.now():%Y-%m-%d_%H.%M.%S}"
+            run_dir.mkdir(parents=True)
+            _write_run(run_dir, identity=identity, status="running", setup=asdict(setup))
     resume = last_checkpoint(run_dir)
-    print(f"pricer: training {preset.name} in {run_dir} ({setup.precision}, micro-batch {setup.plan.micro_batch} x "
-          f"{setup.plan.accumulation}, checkpointing {'on' if setup.plan.checkpointing else 'off'}, "
-          f"~{setup.plan.peak_gb} GB){'; resuming from ' + Path(resume).name if resume else ''}")
+    if distributed.is_main():
+        print(f"pricer: training {preset.name} in {run_dir} ({setup.precision}, micro-batch {setup.plan.micro_batch}"
+              f" x {setup.plan.accumulation}, checkpointing {'on' if setup.plan.checkpointing else 'off'}, "
+              f"~{setup.plan.peak_gb} GB){'; resuming from ' + Path(resume).name if resume else ''}")
     model = load_model(preset.base_model, preset.quant)  # always fresh: see check_fresh
     with hub_errors(push, write=True) if push else contextlib.nullcontext():
         trainer = build_trainer(model, tokenizer, rows, preset, setup, run_dir, max_steps, push, callbacks)
@@ -296,58 +306,3 @@ def _train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
             f"~{setup.plan.peak_gb} GB of {setup.plan.budget_gb:.1f}). Rerun with micro_batch={smaller} "
             f"(--micro-batch {smaller}{'' if setup.plan.checkpointing else ' --checkpointing'}); the "
             "effective batch stays the same and the run resumes from its last checkpoint.") from None
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """`key=value` strings as typed preset overrides (ints, floats, none, comma-separated lists)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes key=value, got {pair!r}")
-        if value.lower() == "none":
-            overrides[key] = None
-        elif "," in value or key == "target_modules":
-            overrides[key] = tuple(v for v in value.split(",") if v)
-        else:
-            for cast in (int, float, str):
-                try:
-                    overrides[key] = cast(value)
-                    break
-                except ValueError:
-                    continue
-    return overrides
-
-
-def add_train_arguments(p) -> None:
-    """The `train` command's options, for pricer.cli's subparser and for main()."""
-    import argparse
-
-    p.add_argument("--preset", default="tiny", help="tiny (CPU, embedded), lite or full")
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (a short trial run)")
-    p.add_argument("--push", metavar="HUBNAME", help="also push checkpoints and the adapter to this private Hub repo")
-    p.add_argument("--output-dir", default="outputs", help="run folders go to OUTPUT_DIR/<preset>-<timestamp>/")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides, e.g. train_rows=5000")
-    p.add_argument("--micro-batch", type=int, help="rows per forward pass (default: the largest that fits)")
-    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                   help="force gradient checkpointing on or off (default: only when memory needs it)")
-    p.add_argument("--plain", action="store_true", help="the course's padded batches, no fused kernels")
-
-
-def run_cli(args) -> TrainResult:
-    """Train from parsed `train` options and say where the adapter went."""
-    from pricer.config import get_preset
-
-    result = train(get_preset(args.preset, **parse_overrides(args.set)), args.output_dir, args.max_steps,
-                   args.push, args.micro_batch, args.checkpointing, fast=not args.plain)
-    print(f"pricer: adapter saved to {result.adapter} after {result.steps} steps")
-    return result
-
-
-def main(argv: list[str] | None = None) -> TrainResult:
-    """`python -m pricer train --preset tiny|lite|full [--max-steps N] [--push NAME] [--set key=value ...]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m pricer train", description="QLoRA fine-tuning; rerun to resume")
-    add_train_arguments(parser)
-    return run_cli(parser.parse_args(argv))

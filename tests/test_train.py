@@ -273,17 +273,36 @@ def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
 
 
 def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model, short_prompts, tmp_path):
-    from pricer.train import main
+    from pricer.cli import main
+    from pricer.train import RUN_FILE, latest_adapter
 
-    result = main(["--preset", "tiny", "--max-steps", "2", "--output-dir", str(tmp_path), "--micro-batch", "2",
-                   "--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"])
-    assert result.steps == 2 and (result.adapter / "adapter_model.safetensors").exists()
-    assert (result.setup["plan"]["micro_batch"], result.setup["plan"]["accumulation"]) == (2, 2)
-    assert result.run_dir.name.startswith("tiny-20")  # <preset>-<YYYY-MM-DD_HH.MM.SS>, as the course names runs
+    main(["train", "--preset", "tiny", "--max-steps", "2", "--output-dir", str(tmp_path), "--micro-batch", "2",
+          "--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"])
+    run_dir = latest_adapter(tmp_path, "tiny")
+    record = json.loads((run_dir / RUN_FILE).read_text())
+    assert record["steps"] == 2 and (run_dir / "adapter_model.safetensors").exists()
+    assert (record["setup"]["plan"]["micro_batch"], record["setup"]["plan"]["accumulation"]) == (2, 2)
+    assert run_dir.name.startswith("tiny-20")  # <preset>-<YYYY-MM-DD_HH.MM.SS>, as the course names runs
+
+
+def test_cli_evaluates_the_newest_adapter_on_the_test_split(tiny_model, short_prompts, tmp_path, monkeypatch):
+    from pricer.cli import main
+    from pricer.evaluator import Result
+
+    monkeypatch.setenv("PRICER_RESULTS", str(tmp_path / "results"))
+    settings = ["--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"]
+    with pytest.raises(SystemExit, match="no finished tiny run"):
+        main(["evaluate", "--output-dir", str(tmp_path), *settings])
+    main(["train", "--max-steps", "1", "--output-dir", str(tmp_path), *settings])
+    main(["evaluate", "--output-dir", str(tmp_path), "--size", "3", *settings])
+    [saved] = (tmp_path / "results").glob("*.json")
+    result = Result.load(saved)
+    assert result.name == "Fine-tuned mean price (tiny)" and len(result.guesses) == 3
+    assert tiny_model in result.meta["model"] and "tiny-20" in result.meta["model"]
 
 
 def test_cli_overrides_are_typed():
-    from pricer.train import parse_overrides
+    from pricer.config import parse_overrides
 
     assert parse_overrides(["train_rows=500", "learning_rate=2e-4", "quant=none", "target_modules=q_proj,v_proj",
                             "name=mine"]) == {"train_rows": 500, "learning_rate": 2e-4, "quant": None,
