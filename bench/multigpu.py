@@ -80,7 +80,8 @@ def launch(n: int, args, tmp: Path) -> dict:
     command += ["--smoke"] if args.smoke else []
     command += ["--micro-batch", str(args.micro_batch)] if args.micro_batch else []
     print(f"--- {n} process(es)", flush=True)
-    code = subprocess.call(command, env={**os.environ, **SAFE_ENV, "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep carried packages
+    code = subprocess.call(command, env={**os.environ, **SAFE_ENV, "PYTHONPATH": path})
     return json.loads(result.read_text()) if code == 0 else {"error": f"exit code {code}"}
 
 
@@ -107,11 +108,13 @@ def main() -> None:
 
     import torch
 
+    have = args.gpus if args.smoke else torch.cuda.device_count()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {n: launch(n, args, Path(tmp)) for n in (1, args.gpus)}
+        runs = {n: launch(n, args, Path(tmp)) if n <= have else {"error": f"this machine has {have} GPU(s)"}
+                for n in (1, args.gpus)}
     one, many = runs[1], runs[args.gpus]
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (gloo)"
-    summary = {"machine": f"{args.gpus} x {name}", "tok_s_1gpu": one.get("tok_per_s"),
+    summary = {"machine": f"{have} x {name}", "tok_s_1gpu": one.get("tok_per_s"),
                f"tok_s_{args.gpus}gpu": many.get("tok_per_s"),
                f"scaling_{args.gpus}gpu": round(many["tok_per_s"] / one["tok_per_s"], 2)
                if "tok_per_s" in one and "tok_per_s" in many else None,
