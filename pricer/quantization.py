@@ -45,13 +45,9 @@ def nf4_levels():
 
 def lora_parameter_count(config, r: int, targets) -> int:
     """Trainable LoRA parameters: r x (in + out) for each targeted projection in every layer."""
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    kv = config.num_key_value_heads * head_dim
-    shapes = {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv),
-              "o_proj": (hidden, hidden), "gate_proj": (hidden, config.intermediate_size),
-              "up_proj": (hidden, config.intermediate_size), "down_proj": (config.intermediate_size, hidden)}
-    return layers * sum(r * sum(shapes[t]) for t in targets)
+    from pricer.memory import ModelShape
+
+    return ModelShape.from_config(config).lora_params(r, targets)
 
 
 def footprint_chart(footprints: dict, model_name: str = "this model"):

@@ -309,3 +309,18 @@ def test_cli_overrides_are_typed():
                                               "target_modules": ("q_proj", "v_proj"), "name": "mine"}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["train_rows"])
+
+
+def test_lora_count_matches_the_course_and_peft(tiny_model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pricer.quantization import lora_parameter_count
+
+    attention = ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert LITE_SHAPE.lora_params(32, attention) == 18_350_080  # the course's figure for Llama-3.2-3B lite
+    targets = get_preset("full").target_modules
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=8, target_modules=list(targets), task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora_parameter_count(AutoConfig.from_pretrained(tiny_model), 8, targets) == trainable
