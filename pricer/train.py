@@ -30,9 +30,8 @@ from pathlib import Path
 from pricer import distributed
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
-from pricer.speed import fuse_kernels, grouped_trainer, score_completions_only
+from pricer.speed import PAD_MULTIPLE, fuse_kernels, grouped_trainer, score_completions_only
 
-PAD_MULTIPLE = 16  # batch lengths rounded up to this: at most 8 shapes for the compiled kernels
 RUN_FILE = "pricer_run.json"  # the resolved config a rerun matches on, and the run's status
 
 

@@ -187,6 +187,21 @@ def test_whole_number_tokenizer_takes_one_forward_and_its_exact_expectation():
         assert price == pytest.approx((logp.softmax(-1) * torch.arange(1000)).sum().item(), rel=1e-5)
 
 
+def test_fused_kernels_and_rounded_lengths_keep_the_exact_expectation(monkeypatch):
+    """What a GPU runs (compiled RMSNorm, SwiGLU and rotary; lengths padded to 16), forced on CPU."""
+    import transformers.models.llama.modeling_llama as llama
+
+    monkeypatch.setattr(llama, "apply_rotary_pos_emb", llama.apply_rotary_pos_emb)  # undone after the test
+    tokenizer = standin_tokenizer("whole")
+    numbers = number_tokens(tokenizer)
+    model = tiny_llama(tokenizer, numbers.ids)
+    plain = PricePredictor(model, tokenizer, batch_size=8).predict_batch(PROMPTS)
+    fused = PricePredictor(model, tokenizer, batch_size=8, fused=True)
+    assert fused.pad_multiple == 16 and hasattr(llama.apply_rotary_pos_emb, "pricer_fused")
+    assert fused.cache_key != PricePredictor(model, tokenizer, fused=False).cache_key  # never mixed on resume
+    assert fused.predict_batch(PROMPTS) == pytest.approx(plain, rel=1e-4)
+
+
 def test_digit_tokenizer_takes_one_forward_per_digit(digit_tokenizer):
     model = tiny_llama(digit_tokenizer, number_tokens(digit_tokenizer).ids)
     calls = count_forwards(model)
