@@ -39,7 +39,7 @@ def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = F
         if name in state["done"]:
             continue
         start = time.perf_counter()
-        execute(NOTEBOOK_DIR / f"{name}.ipynb", run_dir / f"{name}.ipynb", overrides(run_dir, preset), timeout)
+        execute(NOTEBOOK_DIR / f"{name}.ipynb", run_dir / f"{name}.ipynb", overrides(preset), timeout)
         state["done"][name] = round(time.perf_counter() - start, 1)
         _save_state(run_dir, state)
         print(f"pricer lab: {name} done in {state['done'][name]:.0f} s")
@@ -48,13 +48,13 @@ def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = F
     return run_dir
 
 
-def overrides(run_dir: Path, preset: str) -> dict:
-    """Parameters that tie the notebooks into one pipeline inside the run folder."""
+def overrides(preset: str) -> dict:
+    """Parameters that tie the notebooks into one pipeline inside the run folder (each kernel runs there)."""
     return {
         "PRESET": preset,
-        "DATA_DIR": str(run_dir / "data"),  # notebook 2 writes prompts here, 3 to 5 read them
-        "OUTPUT_DIR": str(run_dir / "outputs"),  # checkpoints and the adapter
-        "RESULTS_DIR": str(run_dir / "results"),  # every Tester run, for the leaderboard
+        "DATA_DIR": "data",  # notebook 2 writes prompts here, 3 to 5 read them
+        "OUTPUT_DIR": "outputs",  # checkpoints and the adapter
+        "RESULTS_DIR": "results",  # every Tester run, for the leaderboard and the report
     }
 
 

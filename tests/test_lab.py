@@ -49,13 +49,31 @@ def test_an_interrupted_lab_resumes_with_the_unfinished_notebooks(tmp_path, monk
     assert lab.run_lab("tiny", tmp_path) != run_dir  # a finished run is not redone: a new one starts
 
 
+def test_what_the_notebooks_write_lands_in_the_run_folder_the_report_reads(tmp_path, monkeypatch):
+    """As the README runs it: a relative runs folder, each kernel working inside its run folder."""
+    def execute(source, target, params, timeout):
+        results = target.parent / params["RESULTS_DIR"]  # the kernel's working directory is target.parent
+        results.mkdir(exist_ok=True)
+        (results / f"{source.stem}.json").write_text("{}")
+        target.write_text("{}")
+
+    read = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lab, "execute", execute)
+    monkeypatch.setattr("pricer.report.write_report", lambda run_dir: read.append(sorted(
+        p.stem for p in (Path(run_dir) / "results").glob("*.json"))))
+    lab.run_lab("tiny", "runs")
+    assert read == [list(lab.NOTEBOOKS)]
+
+
 @pytest.mark.lab
 def test_the_whole_lab_runs_offline_and_reports_every_result(tmp_path, monkeypatch):
-    """The README's first command, in a temporary folder, with a fake token that must never leak."""
+    """The README's first command (a relative runs folder), with a fake token that must never leak."""
     fake = "hf_FAKEtoken1234567890abcdef"
     monkeypatch.setenv("HF_TOKEN", fake)
     monkeypatch.setenv("PRICER_OFFLINE", "1")
-    run_dir = lab.run_lab("tiny", tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    run_dir = lab.run_lab("tiny", "runs")
     report = (run_dir / "report.html").read_text()
     names = {json.loads(p.read_text())["name"] for p in (run_dir / "results").glob("*.json")}
     expected = {"Constant Mean", "Ridge Bow", "Deep Neural Network", "Base model", "Fine-tuned greedy",
