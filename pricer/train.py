@@ -173,7 +173,7 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         output_dir=str(run_dir), run_name=run_dir.name, seed=seed, report_to=report_to(),
         num_train_epochs=preset.epochs, max_steps=max_steps or -1,
         per_device_train_batch_size=setup.plan.micro_batch, gradient_accumulation_steps=setup.plan.accumulation,
-        gradient_checkpointing=setup.plan.checkpointing,
+        activation_checkpointing=setup.plan.checkpointing,  # transformers 5 renamed gradient_checkpointing
         learning_rate=preset.learning_rate, lr_scheduler_type=preset.lr_scheduler,
         warmup_steps=warmup_steps(steps, preset.warmup_fraction), weight_decay=preset.weight_decay,
         optim=optimizer, max_grad_norm=preset.max_grad_norm,
