@@ -43,6 +43,7 @@ class ModelShape:
     kv_heads: int
     vocab: int
     tied: bool = True
+    head_dim: int | None = None  # None: hidden // heads, as in Llama; some families set their own
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
@@ -50,7 +51,7 @@ class ModelShape:
         return cls(config.hidden_size, config.num_hidden_layers, config.intermediate_size,
                    config.num_attention_heads, getattr(config, "num_key_value_heads", None)
                    or config.num_attention_heads, config.vocab_size,
-                   bool(getattr(config, "tie_word_embeddings", False)))
+                   bool(getattr(config, "tie_word_embeddings", False)), getattr(config, "head_dim", None))
 
     @classmethod
     def from_pretrained(cls, name: str) -> "ModelShape":
@@ -65,10 +66,10 @@ class ModelShape:
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each projection in one layer."""
-        head_dim = self.hidden // self.heads
-        kv = self.kv_heads * head_dim
-        return {"q_proj": (self.hidden, self.hidden), "k_proj": (self.hidden, kv),
-                "v_proj": (self.hidden, kv), "o_proj": (self.hidden, self.hidden),
+        head_dim = self.head_dim or self.hidden // self.heads
+        q, kv = self.heads * head_dim, self.kv_heads * head_dim
+        return {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv),
+                "v_proj": (self.hidden, kv), "o_proj": (q, self.hidden),
                 "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
                 "down_proj": (self.intermediate, self.hidden)}
 

@@ -324,3 +324,20 @@ def test_lora_count_matches_the_course_and_peft(tiny_model):
                            LoraConfig(r=8, target_modules=list(targets), task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert lora_parameter_count(AutoConfig.from_pretrained(tiny_model), 8, targets) == trainable
+
+
+
+def test_lora_count_follows_a_head_dim_of_its_own():
+    """Families like Qwen3 and Gemma set head_dim apart from hidden / heads: q and o change size."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pricer.quantization import lora_parameter_count
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=32, vocab_size=256)
+    targets = get_preset("full").target_modules
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=list(targets),
+                                                                 task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora_parameter_count(config, 4, targets) == trainable
