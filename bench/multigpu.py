@@ -68,12 +68,10 @@ def _fp32(folder: Path):
 
 def launch(n: int, args, tmp: Path) -> dict:
     """Run the worker on n processes through accelerate; its figures."""
-    from pricer.distributed import SAFE_ENV
+    from pricer.distributed import SAFE_ENV, accelerate_launch
 
     result = tmp / f"result{n}.json"
-    device = ["--multi_gpu"] if n > 1 else []  # torchrun; pricer.distributed.init picks gloo without GPUs
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), *device,
-               "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(29500 + n),
+    command = [*accelerate_launch(n), "--main_process_port", str(29500 + n),  # gloo without GPUs (smoke)
                __file__, "--worker", "--result", str(result), "--model-dir", str(tmp / "model"),
                "--out-dir", str(tmp / f"out{n}"), "--rows", str(args.rows), "--batch", str(args.batch),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--budget-gb", str(args.budget_gb)]

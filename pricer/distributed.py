@@ -47,8 +47,14 @@ def launch_command(argv: list[str], gpus: int) -> list[str]:
             skip = True
         elif not arg.startswith("--gpus="):
             args.append(arg)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), "--multi_gpu",
-            "--num_machines", "1", "--mixed_precision", "no", "-m", "pricer", *args]
+    return accelerate_launch(gpus) + ["-m", "pricer", *args]
+
+
+def accelerate_launch(processes: int) -> list[str]:
+    """The `accelerate launch` prefix for `processes` processes on this machine (torchrun underneath)."""
+    several = ["--multi_gpu"] if processes > 1 else []  # accelerate refuses --multi_gpu for one process
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *several,
+            "--num_machines", "1", "--mixed_precision", "no"]
 
 
 def relaunch(argv: list[str], gpus: int) -> None:
@@ -57,9 +63,9 @@ def relaunch(argv: list[str], gpus: int) -> None:
 
     if torch.cuda.is_available() and gpus > torch.cuda.device_count():
         raise SystemExit(f"--gpus {gpus}, but this machine has {torch.cuda.device_count()} GPU(s)")
-    env = {**os.environ, **SAFE_ENV}
-    print(f"pricer: launching {gpus} processes: {' '.join(launch_command(argv, gpus)[1:])}", flush=True)
-    raise SystemExit(subprocess.call(launch_command(argv, gpus), env=env))
+    command = launch_command(argv, gpus)
+    print(f"pricer: launching {gpus} processes: {' '.join(command[1:])}", flush=True)
+    raise SystemExit(subprocess.call(command, env={**os.environ, **SAFE_ENV}))
 
 
 def start(argv: list[str], gpus: int) -> None:

@@ -67,11 +67,11 @@ def resolve_model(name: str) -> str:
 
 def device() -> str:
     """This process's GPU ("cuda:<LOCAL_RANK>" under accelerate / torchrun) when there is one, else "cpu"."""
-    import os
-
     import torch
 
-    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    from pricer.distributed import local_rank
+
+    return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
 
 
 def compute_dtype():

@@ -12,7 +12,8 @@ of the steps, grad norm 0.3). What it adds:
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
-  when nothing fits without it, batches grouped by length (little padding), RMSNorm and SwiGLU fused (GPU);
+  when nothing fits without it; on a GPU RMSNorm, SwiGLU and rotary fused into compiled kernels (batch
+  lengths rounded up to 16), on a CPU batches grouped by length (little padding);
 - a run folder that a rerun of the same command finds and resumes from its last checkpoint;
 - a training model always loaded fresh: a 4-bit model that ran inference on CPU trains with zero
   gradients (bitsandbytes repacks its weights), so such a model is refused.
@@ -54,7 +55,7 @@ class Setup:
     precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU)
     plan: BatchPlan
     grouped: bool = True  # batches of similar lengths: little compute spent on padding
-    fused: bool = False  # compiled RMSNorm + SwiGLU kernels (GPU only)
+    fused: bool = False  # compiled RMSNorm, SwiGLU and rotary kernels (GPU only)
 
 
 def choose_precision() -> str:
