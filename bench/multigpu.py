@@ -32,7 +32,7 @@ def worker(args) -> None:
     from pricer import distributed
     from pricer.config import get_preset
     from pricer.memory import ModelShape
-    from pricer.train import Setup, build_trainer, plan_setup
+    from pricer.train import build_trainer, plan_setup
 
     distributed.init()
     shape = tt.SMOKE if args.smoke else tt.LLAMA_3B
@@ -41,14 +41,12 @@ def worker(args) -> None:
         if not (folder / "config.json").exists():
             tt.save_random_model(shape, folder)
     rows = tt.make_rows(args.rows, shape["vocab_size"])
-    precision = "bf16" if torch.cuda.is_available() else "fp32"
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     model = tt.load_4bit(folder, dtype) if torch.cuda.is_available() else _fp32(folder)
     preset = get_preset("full", batch_size=args.batch, save_steps=10**6,
                         optimizer="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
                        args.budget_gb, args.micro_batch)
-    setup = Setup(precision, setup.plan, setup.grouped, setup.fused)
     trainer = build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, Path(args.out_dir),
                             max_steps=args.warmup + args.steps)
     start = time.perf_counter()

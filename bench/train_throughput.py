@@ -23,6 +23,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -111,13 +112,13 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                 micro_batch: int | None):
     """pricer.train's trainer with the plan it would make for a `budget_gb` device."""
     from pricer.memory import ModelShape
-    from pricer.train import Setup, build_trainer, plan_setup
+    from pricer.train import build_trainer, plan_setup
 
     preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
                         optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
                        budget_gb, micro_batch)
-    setup = Setup(precision, setup.plan, setup.grouped, setup.fused)  # the dtype under test
+    setup = replace(setup, precision=precision)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, max_steps=steps)
     return trainer, trainer.pricer_setup
 
@@ -150,7 +151,7 @@ def measure(trainer, warmup: int) -> dict:
     peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
     return {"s_per_step": round(sum(measured) / len(measured), 4),
             "tok_per_s": round((tokens[-1] - tokens[warmup - 1]) / sum(measured), 1),
-            "peak_gb": round(peak, 2) if peak else None, "first_step_s": round(times[0], 2),
+            "peak_gb": round(peak, 2) if peak else None, "warmup_s": round(sum(times[:warmup]), 2),
             "losses": [round(h["loss"], 4) for h in logs], "grad_norms": [round(h["grad_norm"], 4) for h in logs]}
 
 
@@ -174,7 +175,7 @@ def run_one(name: str, folder: Path, rows, precision: str, args, tmp: Path) -> d
                                          args.budget_gb, args.micro_batch)
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
-                    "grouped": setup.grouped, "fused": setup.fused}
+                    "grouped": setup.grouped, "compiled": setup.compiled}
         result = {"precision": precision, **measure(trainer, args.warmup)}
         if plan:
             result["plan"] = plan
@@ -194,18 +195,20 @@ def summarise(results: dict, on_gpu: bool) -> dict:
         a, b = results.get(ours, {}), results.get(course, {})
         return round(a["tok_per_s"] / b["tok_per_s"], 2) if "tok_per_s" in a and "tok_per_s" in b else None
 
-    def loss_gap(a, b, k=5):
-        la, lb = results.get(a, {}).get("losses"), results.get(b, {}).get("losses")
+    def gap(a, b, key="losses", k=5):
+        la, lb = results.get(a, {}).get(key), results.get(b, {}).get(key)
         return round(max(abs(x - y) for x, y in zip(la[:k], lb[:k])), 4) if la and lb else None
 
     peaks = [results[k]["peak_gb"] for k in results if k.startswith("ours") and results[k].get("peak_gb")]
     if not on_gpu:
         return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
-                "loss_gap_first5_fp32": loss_gap("ours_fp32", "course_fp32")}
+                "loss_gap_first5_fp32": gap("ours_fp32", "course_fp32")}
     return {"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
             "peak_gb": max(peaks) if peaks else None,
-            "loss_gap_first5_bf16": loss_gap("ours_bf16", "course_bf16"),
-            "loss_gap_first5_fp16": loss_gap("ours_fp16", "course_fp16_fixed")}
+            "loss_gap_first5_bf16": gap("ours_bf16", "course_bf16"),
+            "loss_gap_first5_fp16": gap("ours_fp16", "course_fp16_fixed"),
+            "grad_norm_gap_all_bf16": gap("ours_bf16", "course_bf16", "grad_norms", None),
+            "grad_norm_gap_all_fp16": gap("ours_fp16", "course_fp16_fixed", "grad_norms", None)}
 
 
 def machine() -> str:
@@ -226,7 +229,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, a few steps: checks the script")
     p.add_argument("--steps", type=int, help="measured steps per configuration (default 10; smoke 3)")
-    p.add_argument("--warmup", type=int, help="steps not timed (default 3; smoke 1)")
+    p.add_argument("--warmup", type=int, help="steps not timed (default 5; smoke 1)")
     p.add_argument("--budget-gb", type=float, default=14.0, help="memory our plan may use (14: a T4)")
     p.add_argument("--micro-batch", type=int, help="force our micro-batch instead of the planned one")
     p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16,course_fp16_fixed,ours_fp16")
@@ -234,7 +237,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.smoke
     args.steps = args.steps or (10 if on_gpu else 3)
-    args.warmup = args.warmup or (3 if on_gpu else 1)
+    args.warmup = args.warmup or (5 if on_gpu else 1)  # GPU: compiling, then recording the CUDA graphs
     configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32"]
     shape = LLAMA_3B if on_gpu else SMOKE
     rows = make_rows(32 * (args.steps + args.warmup), shape["vocab_size"])

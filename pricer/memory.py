@@ -154,8 +154,8 @@ def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float
 
     for ckpt in modes:
         for m in sizes:
-            if ckpt is False and checkpointing is None and m < min(8, preset.batch_size):
-                break  # tiny micro-batches waste the GPU: better to recompute at a larger one
+            if ckpt is False and checkpointing is None and micro_batch is None and m < min(8, preset.batch_size):
+                break  # tiny micro-batches waste the GPU: better to recompute at a larger one (unless asked for)
             peak = cost(m, ckpt)
             if peak <= budget_gb:
                 return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), budget_gb)

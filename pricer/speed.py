@@ -1,8 +1,9 @@
 """Speed switches for training: same math, less waste. Used by pricer.train.
 
 - `grouped_trainer`: batches of rows of similar length (little padding), in random order;
+- `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU);
 - `fuse_kernels`: RMSNorm, SwiGLU and rotary embeddings compiled into single kernels (GPU), for
-  training and for `pricer.predict.PricePredictor`; batch lengths rounded up to PAD_MULTIPLE;
+  `pricer.predict.PricePredictor`; with either, batch lengths are rounded up to PAD_MULTIPLE;
 - `score_completions_only`: TRL's loss projects only the completion's positions on CPU too.
 """
 
@@ -35,6 +36,60 @@ def _silu_mul(gate, up):
     return torch.nn.functional.silu(gate) * up
 
 
+def _compiler_works(device) -> bool:
+    """Compile a small forward and backward on `device`: problems surface here, not mid-training."""
+    import torch
+
+    try:
+        x = torch.randn(2, 37, 64, device=device, requires_grad=True)
+        torch.compile(_silu_mul, dynamic=False)(x, x).sum().backward()
+    except Exception as e:  # inductor / Triton missing or broken: eager is still correct
+        print(f"pricer: compiled kernels unavailable ({type(e).__name__}: {str(e)[:120]}); using eager ones")
+        return False
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)  # a graph per shape
+    return True
+
+
+def decoder_layers(model):
+    """The model's stack of transformer blocks (`model.layers` in Llama-style families, under any wrapper)."""
+    import torch
+
+    stacks = [m for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and name.endswith("layers")]
+    if not stacks:
+        raise ValueError(f"no decoder layers found in {type(model).__name__}")
+    return stacks[0]
+
+
+def compile_layers(model, graphs: bool = True) -> bool:
+    """Compile every decoder layer (LoRA and 4-bit matmuls included) and, with `graphs`, replay it as a CUDA graph.
+
+    Measured on an H100 (3B 4-bit, lite LoRA, batch 32): with only RMSNorm, SwiGLU and rotary compiled,
+    the GPU waited while Python launched thousands of small kernels (0.39 s/step); whole layers
+    compiled, 0.30 s; compiled and replayed as CUDA graphs, 0.19 s.
+    One compiled graph serves all layers (weights are its inputs); each batch shape compiles once."""
+    if getattr(model, "pricer_compiled", False):
+        return True
+    if not _compiler_works(next(model.parameters()).device):
+        return False
+    for layer in decoder_layers(model):
+        layer.compile(mode="reduce-overhead" if graphs else None, dynamic=False)
+    if graphs:
+        _own_gradients(model)
+    model.pricer_compiled = True
+    return True
+
+
+def _own_gradients(model) -> None:
+    """Copy each gradient out of the CUDA graphs' memory pool as soon as autograd stores it.
+
+    Autograd adopts a graphed layer's gradient as the parameter's .grad without copying; the next
+    micro-batch's replay reuses that memory, so gradient accumulation would fail ("accessing tensor
+    output of CUDAGraphs that has been overwritten")."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", p.grad.clone()))
+
+
 def fuse_kernels(model) -> bool:
     """Compile RMSNorm, SwiGLU and rotary embeddings into single kernels (same math; less memory moved).
 
@@ -44,15 +99,9 @@ def fuse_kernels(model) -> bool:
 
     if getattr(model, "pricer_fused", False):
         return True
-    norm, swiglu = torch.compile(_rms_norm, dynamic=False), torch.compile(_silu_mul, dynamic=False)
-    device = next(model.parameters()).device
-    try:  # compile problems surface here, not mid-training
-        x = torch.randn(2, 37, 64, device=device, requires_grad=True)
-        (norm(x, torch.ones(64, device=device), 1e-5).sum() + swiglu(x, x).sum()).backward()
-    except Exception as e:  # inductor / Triton missing or broken: eager is still correct
-        print(f"pricer: fused kernels unavailable ({type(e).__name__}: {str(e)[:120]}); using eager ones")
+    if not _compiler_works(next(model.parameters()).device):
         return False
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)  # a graph per shape
+    norm, swiglu = torch.compile(_rms_norm, dynamic=False), torch.compile(_silu_mul, dynamic=False)
     for module in model.modules():  # weights are arguments, not constants: one graph serves every layer
         if hasattr(module, "variance_epsilon") and type(module).__name__.endswith("RMSNorm"):
             module.forward = types.MethodType(lambda self, x: norm(x, self.weight, self.variance_epsilon), module)

@@ -152,6 +152,8 @@ def test_plan_keeps_the_effective_batch_and_checkpoints_only_when_it_must():
     assert (roomy.micro_batch, roomy.checkpointing) == (32, False)
     assert t4.micro_batch < 32 and not t4.checkpointing and t4.peak_gb <= 14.0
     assert small.checkpointing and small.peak_gb <= 6.0
+    asked = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0, micro_batch=4)
+    assert (asked.micro_batch, asked.checkpointing) == (4, False)  # a chosen small micro-batch fits as it is
     for plan in (roomy, t4, small):
         assert plan.micro_batch * plan.accumulation == lite.batch_size
     assert estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, False) > estimate_peak_gb(LITE_SHAPE, lite, 32, 4096, True)
@@ -272,6 +274,28 @@ def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
         _train_or_explain(Trainer(), None, setup)
 
 
+def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(monkeypatch):
+    """One process, no checkpointing, a fresh run: else compiled without graphs. A failure says: rerun."""
+    from pricer.memory import BatchPlan
+    from pricer.train import Setup, _train_or_explain, graphs_are_safe
+
+    plan = BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=8.7, budget_gb=14.2)
+    setup = Setup("bf16", plan, grouped=False, compiled=True)
+    assert graphs_are_safe(setup, resuming=False)
+    assert not graphs_are_safe(setup, resuming=True)
+    assert not graphs_are_safe(Setup("bf16", BatchPlan(8, 4, True, 5.0, 14.2)), resuming=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not graphs_are_safe(setup, resuming=False)
+
+    class Trainer:
+        def train(self, resume_from_checkpoint=None):
+            raise RuntimeError("Error: accessing tensor output of CUDAGraphs that has been overwritten by a "
+                               "subsequent run. Stack trace: ...")
+
+    with pytest.raises(PricerError, match="CUDA graphs failed.*Rerun the same command.*without CUDA graphs"):
+        _train_or_explain(Trainer(), None, setup)
+
+
 def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model, short_prompts, tmp_path):
     from pricer.cli import main
     from pricer.train import RUN_FILE, latest_adapter
@@ -341,3 +365,41 @@ def test_lora_count_follows_a_head_dim_of_its_own():
                                                                  task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert lora_parameter_count(config, 4, targets) == trainable
+
+
+def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_path):
+    """The GPU path compiles every decoder layer (LoRA included); same math, padded to a multiple of 16.
+
+    On a CPU the CUDA graphs are skipped, but the compiled layers and their backward are the same code."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pricer.memory import BatchPlan
+    from pricer.models import load_tokenizer
+    from pricer.speed import decoder_layers
+    from pricer.train import Setup, build_trainer
+
+    rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
+    preset = get_preset("tiny", base_model=tiny_model, batch_size=8, max_length=64, lora_dropout=0.0)
+
+    def loss_and_grads(compiled):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        setup = Setup("fp32", BatchPlan(8, 1, False, 1.0, 10.0), grouped=False, compiled=compiled)
+        trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
+                                max_steps=1)
+        assert trainer.pricer_setup.compiled == compiled
+        assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model)) == compiled
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad for n, p in trainer.model.named_parameters() if p.requires_grad}
+        return batch["input_ids"].shape[1], loss.item(), grads
+
+    width, loss, grads = loss_and_grads(compiled=True)
+    plain_width, plain_loss, plain_grads = loss_and_grads(compiled=False)
+    assert width % 16 == 0 and width >= plain_width
+    assert loss == pytest.approx(plain_loss, rel=1e-4)
+    assert grads.keys() == plain_grads.keys() and any(g.abs().sum() > 0 for g in grads.values())
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-3, atol=1e-6, msg=name)
