@@ -13,6 +13,7 @@ many and why); a malformed single `Item` raises a `DataError` naming the field.
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Optional, Self
 
@@ -220,7 +221,7 @@ def _write_jsonl(path: str | Path, splits: dict[str, list[dict]]) -> Path:
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
-        tmp = folder / f".{split}.jsonl.tmp"
+        tmp = folder / f".{split}.jsonl.{os.getpid()}.tmp"  # processes writing the same folder don't collide
         with tmp.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

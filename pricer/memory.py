@@ -10,13 +10,17 @@ activation bytes per token and layer were measured with `torch.autograd.graph.sa
 on a Llama-3.2-3B-shaped layer (bf16, LoRA r=32), fitted as `a * hidden + b * intermediate`, and
 scaled to the one GPU measurement we have: lite at batch 32 x 128 on an H100 peaked at 18.3 GB
 without checkpointing (this reads 19.7 GB with the 5% headroom) and 3.98 GB with it (reads 4.5 GB):
-a little on the safe side, which is the side a preflight should err on.
+a little on the safe side, which is the side a preflight should err on. Compiled layers (the GPU
+path) keep less: fused kernels drop some intermediates, and the compiler is told to keep 70% of
+the rest, recomputing cheap elementwise work in the backward pass (`pricer.speed.ACTIVATION_BUDGET`;
+measured: lite at 32 x 128 on an H200 peaked at 11.1 GB instead of 15.0, at the same speed).
 """
 
 import math
 from dataclasses import dataclass
 
 from pricer.errors import PricerError
+from pricer.speed import ACTIVATION_BUDGET
 
 GB = 1e9
 MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
@@ -27,6 +31,7 @@ ACTIVATION_A = {(False, False): 27.6, (False, True): 31.6, (True, False): 35.7, 
 ACTIVATION_B = {(False, False): 6.0, (False, True): 6.0, (True, False): 10.0, (True, True): 14.0}
 CALIBRATION = 0.94  # the H100's measured 18.3 GB (lite, 32 x 128, no checkpointing) over this table's figure
 FUSED_SAVING = (8.0, 2.0)  # fused RMSNorm keeps its input only (-8 x hidden), fused SwiGLU drops silu(g) (-2 x inter)
+FP32_LORA_INPUTS = 9.0  # x hidden bytes: fp16 training (LoRA weights in fp32) keeps fp32 copies of LoRA inputs (H100)
 HEADROOM = 1.05  # allocator rounding and fragmentation on top of what tensors hold
 FIXED_GB = 0.3  # CUDA workspaces, optimizer scratch
 SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens; TRL scores only those positions on a GPU
@@ -87,28 +92,37 @@ def weight_bytes(shape: ModelShape, quant: str | None, dtype_bytes: int) -> floa
     return linear * per_param + embeddings * dtype_bytes
 
 
-def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, dtype_bytes: int,
-                     fused: bool = False) -> float:
+def bytes_per_value(precision: str) -> int:
+    """Bytes per activation and frozen weight: 4 in fp32 (CPU), else 2."""
+    return 4 if precision == "fp32" else 2
+
+
+def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, precision: str = "bf16",
+                     compiled: bool = False) -> float:
     """What autograd keeps for the backward pass of one micro-batch of `tokens` tokens."""
     mlp = any(t in MLP_NAMES for t in preset.target_modules)
     key = (mlp, preset.lora_dropout > 0)
     a, b = ACTIVATION_A[key], ACTIVATION_B[key]
-    if fused:
+    if compiled:
         a, b = a - FUSED_SAVING[0], b - FUSED_SAVING[1]
-    per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * dtype_bytes / 2
+    per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * bytes_per_value(precision) / 2
+    if precision == "fp16":
+        per_layer += FP32_LORA_INPUTS * shape.hidden
+    if compiled:
+        per_layer *= ACTIVATION_BUDGET
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
-        return tokens * (shape.layers * shape.hidden * dtype_bytes + per_layer)
+        return tokens * (shape.layers * shape.hidden * bytes_per_value(precision) + per_layer)
     return tokens * shape.layers * per_layer
 
 
 def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, checkpointing: bool,
-                     dtype_bytes: int = 2, fused: bool = False) -> float:
+                     precision: str = "bf16", compiled: bool = False) -> float:
     """Peak training memory in GB for one micro-batch holding `tokens` tokens in all."""
     lora = shape.lora_params(preset.lora_r, preset.target_modules)
-    trainable = lora * (2 * dtype_bytes + 8)  # weight + gradient, AdamW's two fp32 moments
+    trainable = lora * (2 * bytes_per_value(precision) + 8)  # weight + gradient, AdamW's two fp32 moments
     loss_chunk = micro_batch * SCORED_PER_ROW * shape.vocab * 4 * 2  # fp32 logits and their gradient
-    total = (weight_bytes(shape, preset.quant, dtype_bytes) + trainable + loss_chunk
-             + activation_bytes(shape, preset, tokens, checkpointing, dtype_bytes, fused))
+    total = (weight_bytes(shape, preset.quant, bytes_per_value(precision)) + trainable + loss_chunk
+             + activation_bytes(shape, preset, tokens, checkpointing, precision, compiled))
     return total * HEADROOM / GB + FIXED_GB
 
 
@@ -133,8 +147,8 @@ class BatchPlan:
     budget_gb: float
 
 
-def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float, dtype_bytes: int = 2,
-                 padded: bool = False, fused: bool = False, micro_batch: int | None = None,
+def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float, precision: str = "bf16",
+                 padded: bool = False, compiled: bool = False, micro_batch: int | None = None,
                  checkpointing: bool | None = None) -> BatchPlan:
     """The fastest split of preset.batch_size that fits the budget, or a PricerError saying what fits.
 
@@ -150,7 +164,7 @@ def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float
 
     def cost(m, ckpt):
         tokens = micro_batch_tokens(lengths, m, padded)
-        return estimate_peak_gb(shape, preset, m, tokens, ckpt, dtype_bytes, fused)
+        return estimate_peak_gb(shape, preset, m, tokens, ckpt, precision, compiled)
 
     for ckpt in modes:
         for m in sizes:
@@ -159,11 +173,11 @@ def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float
             peak = cost(m, ckpt)
             if peak <= budget_gb:
                 return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), budget_gb)
-    raise PricerError(_refusal(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused,
+    raise PricerError(_refusal(shape, preset, lengths, budget_gb, precision, padded, compiled,
                                micro_batch, checkpointing, cost))
 
 
-def _refusal(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused, micro_batch, checkpointing,
+def _refusal(shape, preset, lengths, budget_gb, precision, padded, compiled, micro_batch, checkpointing,
              cost) -> str:
     """The message for a plan that does not fit: what was asked, and what would fit instead."""
     asked = micro_batch or 1
@@ -173,7 +187,7 @@ def _refusal(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused, micr
             f"but this device has ~{budget_gb:.1f} GB to give.")
     if micro_batch is not None or checkpointing is not None:
         try:
-            fits = plan_batches(shape, preset, lengths, budget_gb, dtype_bytes, padded, fused)
+            fits = plan_batches(shape, preset, lengths, budget_gb, precision, padded, compiled)
             return (f"{text} Micro-batch {fits.micro_batch} with {fits.accumulation} accumulation steps "
                     f"{'and' if fits.checkpointing else 'without'} gradient checkpointing fits "
                     f"(~{fits.peak_gb:.1f} GB, same effective batch): leave micro_batch unset to get it.")

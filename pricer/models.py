@@ -12,6 +12,7 @@ uses ordinary `from_pretrained(folder)`: conversion costs ~20 s once, reloading 
 
 import functools
 import importlib.metadata
+import os
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     print(f"pricer: converting {gguf.name} to a Hugging Face folder (once; ~20 s)...")
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # several processes (--gpus N) may convert at once
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # dequantize=True gives a plain dense model: a GGUF-quantized one refuses save_pretrained
@@ -54,8 +55,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     model.config.quantization_config = None
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if out.exists() and not (out / "model.safetensors").exists():
+        shutil.rmtree(out)  # a leftover that isn't a converted model
+    try:
+        tmp.rename(out)  # atomic: the folder is there whole or not at all
+    except OSError:  # another process renamed its identical conversion first
+        shutil.rmtree(tmp)
     return out
 
 

@@ -79,3 +79,16 @@ def test_write_catalog_and_cli(tmp_path, tokenizer):
     subprocess.run([sys.executable, "-m", "pricer", "data", "--out", str(tmp_path / "b")], check=True)
     first = (tmp_path / "b" / "items" / "train.jsonl").read_bytes()
     assert first == (write_catalog(tmp_path / "c") / "items" / "train.jsonl").read_bytes()
+
+
+def test_processes_writing_the_catalog_at_once_all_succeed(tmp_path):
+    """A multi-GPU launch on a fresh machine: every process writes the embedded catalog on first use."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = tmp_path / "catalog"
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(write_catalog, [out] * 12))  # raises if one writer's rename took another's file
+    expected = write_catalog(tmp_path / "alone") / "items"
+    for split in ("train", "validation", "test"):
+        assert (out / "items" / f"{split}.jsonl").read_bytes() == (expected / f"{split}.jsonl").read_bytes()
+    assert not list((out / "items").glob(".*tmp"))
