@@ -102,3 +102,18 @@ def test_four_bit_config_is_the_courses():
     q = quant_config("4bit")
     assert (q.load_in_4bit, q.bnb_4bit_use_double_quant, q.bnb_4bit_quant_type) == (True, True, "nf4")
     assert q.bnb_4bit_compute_dtype == torch.float32  # CPU; bf16 / fp16 on GPUs
+
+
+@pytest.mark.parametrize("width", [576, 1024])  # 576 = SmolLM2's hidden size: blocks of 128 straddle its rows
+def test_nf4_roundtrip_loses_more_with_bigger_blocks_and_stores_fewer_bits(width):
+    """Notebook 1's lesson, on a matrix whose rows don't hold whole blocks as well as on one whose rows do."""
+    import torch
+
+    from pricer.quantization import nf4_roundtrip
+
+    weight = torch.randn(width, width, generator=torch.Generator().manual_seed(0))
+    reports = [nf4_roundtrip(weight, blocksize=size)[1] for size in (64, 128, 256)]
+    errors = [r["relative_error"] for r in reports]
+    assert errors == sorted(errors) and all(0.05 < e < 0.15 for e in errors), errors
+    bits = [r["bits_per_weight"] for r in reports]
+    assert bits == sorted(bits, reverse=True) and 4 < bits[-1] < bits[0] < 4.3, bits
