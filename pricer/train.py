@@ -189,6 +189,7 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         push_to_hub=bool(push), hub_model_id=push, hub_private_repo=True, hub_strategy="checkpoint",
         ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
     )
+    one_gpu_per_process(args)
     peft = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
                       target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
     trainer_class = lazy_metrics_trainer(SFTTrainer)
@@ -202,6 +203,14 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
         setup = replace(setup, compiled=False)
     trainer.pricer_setup = setup  # what was actually applied (compiling may have fallen back)
     return trainer
+
+
+def one_gpu_per_process(args) -> None:
+    """Train on one GPU when one process sees several: Trainer would wrap the model in nn.DataParallel, which
+    TRL refuses ("does not support `nn.DataParallel`"; met on a 2-GPU H200). `--gpus N` runs data-parallel."""
+    if distributed.world_size() == 1 and args.n_gpu > 1:
+        print(f"pricer: {args.n_gpu} GPUs visible; training on the first (--gpus {args.n_gpu} trains on all of them)")
+        args._n_gpu = 1  # what Trainer itself sets for a model placed with device_map
 
 
 def graphs_are_safe(setup: Setup, resuming: bool) -> bool:

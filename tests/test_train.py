@@ -466,3 +466,23 @@ def test_bitsandbytes_optimizer_without_per_tensor_waits_updates_identically():
     for ours, theirs in zip(weights_after_steps(cls), weights_after_steps(bnb.optim.AdamW)):
         assert torch.equal(ours, theirs)
     assert optimizer_without_syncs(replace(args, optim="adamw_torch"))[0] is torch.optim.AdamW
+
+
+def test_one_process_seeing_several_gpus_trains_on_one(monkeypatch, capsys):
+    """Trainer would wrap the model in nn.DataParallel, which TRL refuses; one process gets one GPU."""
+    from transformers import TrainingArguments
+
+    from pricer.train import one_gpu_per_process
+
+    def args_seeing(gpus):
+        args = TrainingArguments(output_dir="unused", report_to="none")
+        args._n_gpu = gpus  # as Trainer's device setup leaves it on a machine with `gpus` GPUs
+        return args
+
+    alone = args_seeing(2)
+    one_gpu_per_process(alone)
+    assert alone.n_gpu == 1 and "--gpus 2" in capsys.readouterr().out
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a data-parallel process already has its own GPU
+    launched = args_seeing(2)
+    one_gpu_per_process(launched)
+    assert launched.n_gpu == 2
