@@ -15,9 +15,9 @@ Writes bench/results/train_resume_gpu.json.
 import gc
 import json
 import sys
-from statistics import mean
 import tempfile
 from pathlib import Path
+from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -105,13 +105,14 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
     a, b = ACTIVATION_A[key], ACTIVATION_B[key]
     if compiled:
         a, b = a - FUSED_SAVING[0], b - FUSED_SAVING[1]
-    per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * bytes_per_value(precision) / 2
+    width = bytes_per_value(precision)
+    per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * width / 2
     if precision == "fp16":
         per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
         per_layer *= ACTIVATION_BUDGET
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
-        return tokens * (shape.layers * shape.hidden * bytes_per_value(precision) + per_layer)
+        return tokens * (shape.layers * shape.hidden * width + per_layer)
     return tokens * shape.layers * per_layer
 
 
@@ -119,9 +120,10 @@ def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, c
                      precision: str = "bf16", compiled: bool = False) -> float:
     """Peak training memory in GB for one micro-batch holding `tokens` tokens in all."""
     lora = shape.lora_params(preset.lora_r, preset.target_modules)
-    trainable = lora * (2 * bytes_per_value(precision) + 8)  # weight + gradient, AdamW's two fp32 moments
+    width = bytes_per_value(precision)
+    trainable = lora * (2 * width + 8)  # weight + gradient, AdamW's two fp32 moments
     loss_chunk = micro_batch * SCORED_PER_ROW * shape.vocab * 4 * 2  # fp32 logits and their gradient
-    total = (weight_bytes(shape, preset.quant, bytes_per_value(precision)) + trainable + loss_chunk
+    total = (weight_bytes(shape, preset.quant, width) + trainable + loss_chunk
              + activation_bytes(shape, preset, tokens, checkpointing, precision, compiled))
     return total * HEADROOM / GB + FIXED_GB
 
