@@ -35,6 +35,14 @@ def _colab_secret(name: str) -> str | None:
         return None
 
 
+def secret(name: str) -> str | None:
+    """A secret's value from the environment, else `.env`, else Colab's secrets; read, never written anywhere."""
+    from dotenv import dotenv_values
+
+    value = os.environ.get(name) or dotenv_values().get(name) or _colab_secret(name)
+    return value.strip() if value and value.strip() else None
+
+
 def has_secret(name: str) -> bool:
     """True when the secret is set (without revealing it)."""
     return bool(os.environ.get(name))

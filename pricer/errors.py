@@ -18,6 +18,14 @@ class PricerError(RuntimeError):
     """A failure with a known remedy; the message says what happened and what to do."""
 
 
+class SettingError(PricerError, ValueError):
+    """A setting (preset value, option, name) that can't be used: names it, its value and what is allowed."""
+
+
+class DataError(PricerError, ValueError):
+    """A row, file or dataset that can't be used, with where (file, line, row) and why in the message."""
+
+
 def require_bitsandbytes() -> None:
     """Fail early, with the install or runtime to pick, where 4-bit / 8-bit can't run."""
     import torch

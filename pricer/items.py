@@ -7,35 +7,35 @@
 
 Two dataset shapes, as on the Hub: items (every field, splits train / validation / test) and
 prompts ({"prompt", "completion"} rows, splits train / val / test). Either split spelling is
-accepted everywhere. A malformed row in a bulk load is skipped and counted (one line says how
-many and why); a malformed single `Item` raises a `DataError` naming the field.
+accepted everywhere. Data is read as people have it: UTF-8 with or without a byte-order mark,
+prices and completions written "$1,299.00", no `category`. A line that isn't JSON or a row
+that isn't valid is skipped and counted (one line per split names the file, line and why); a
+split where nothing survives is an error. A malformed single `Item` raises a `DataError`
+naming the field.
 """
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Optional, Self
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from pricer.config import EMBEDDED, resolve
-from pricer.prompts import make_completion, make_prompt, truncate
+from pricer.errors import DataError, hub_errors
+from pricer.files import read_jsonl, write_jsonl
+from pricer.prompts import MAX_PRICE, MIN_PRICE, datapoint, make_completion, read_price
+from pricer.sources import resolve
 
-MIN_PRICE, MAX_PRICE = 0.5, 999.49  # the course's price window
 SPLITS = ("train", "val", "test")
 ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
-
-
-class DataError(ValueError):
-    """A row or dataset that can't be used, with where and why in the message."""
+__all__ = ["Item", "DataError", "MIN_PRICE", "MAX_PRICE", "load_prompts", "make_all_prompts", "read_splits",
+           "check_prompt_row"]
 
 
 class Item(BaseModel):
     """A data-point of a product with a price."""
 
     title: str
-    category: str
+    category: Optional[str] = None  # prompts never use it; the charts group by it when it is there
     price: float
     full: Optional[str] = None
     weight: Optional[float] = None
@@ -44,19 +44,24 @@ class Item(BaseModel):
     completion: Optional[str] = None
     id: Optional[int] = None
 
-    @field_validator("title", "category")
+    @field_validator("title")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("summary")
+    @field_validator("category", "summary")
     @classmethod
-    def _summary_not_blank(cls, value: Optional[str]) -> Optional[str]:
+    def _optional_not_blank(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price_as_written(cls, value):
+        return read_price(value) if isinstance(value, str) else value
 
     @field_validator("price")
     @classmethod
@@ -68,6 +73,8 @@ class Item(BaseModel):
     @classmethod
     def from_row(cls, row: dict, where: str = "row") -> Self:
         """An Item from a dataset row, or a DataError naming the row, field and value."""
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object with title and price, got {type(row).__name__}")
         try:
             return cls.model_validate(row)
         except ValidationError as e:
@@ -80,14 +87,16 @@ class Item(BaseModel):
     def __repr__(self) -> str:
         return f"<{self.title} = ${self.price}>"
 
+    __str__ = __repr__  # print(item) shows what the course shows, not every field
+
     def count_tokens(self, tokenizer) -> int:
         """Tokens in the summary: what the 110-token cap is measured against."""
         return len(tokenizer.encode(self._require_summary(), add_special_tokens=False))
 
     def make_prompts(self, tokenizer, max_tokens: int = 110, do_round: bool = True) -> None:
         """Set prompt (summary cut at max_tokens) and completion (rounded for training)."""
-        self.prompt = make_prompt(truncate(tokenizer, self._require_summary(), max_tokens))
-        self.completion = make_completion(self.price, do_round)
+        row = datapoint(tokenizer, self._require_summary(), self.price, max_tokens, do_round)
+        self.prompt, self.completion = row["prompt"], row["completion"]
 
     def count_prompt_tokens(self, tokenizer) -> int:
         """Tokens in prompt + completion: must fit the training max_length."""
@@ -106,22 +115,22 @@ class Item(BaseModel):
 
     @classmethod
     def from_hub(cls, name: str) -> tuple[list[Self], list[Self], list[Self]]:
-        """(train, val, test) Items from a Hub dataset, a local folder, or EMBEDDED."""
-        splits = read_splits(resolve(name), kind="items")
-        items = {split: _valid_items(cls, rows, split) for split, rows in splits.items()}
+        """(train, val, test) Items from a Hub dataset, a local folder, or "embedded"."""
+        splits = read_splits(resolve(name, "items"), kind="items")
+        items = {split: _valid(rows, split, lambda row, where: cls.from_row(row, where)) for split, rows in splits.items()}
         return items["train"], items["val"], items["test"]
 
     @staticmethod
     def save_items(path: str | Path, train: list[Self], val: list[Self], test: list[Self]) -> Path:
         """Write Items as train / validation / test JSONL, the Hub items layout."""
         splits = {"train": train, "validation": val, "test": test}
-        return _write_jsonl(path, {s: [i.model_dump() for i in items] for s, items in splits.items()})
+        return _write_splits(path, {s: [i.model_dump() for i in items] for s, items in splits.items()})
 
     @staticmethod
     def save_prompts(path: str | Path, train: list[Self], val: list[Self], test: list[Self]) -> Path:
         """Write prompt rows as train / val / test JSONL: push_prompts_to_hub without a network."""
         splits = {"train": train, "val": val, "test": test}
-        return _write_jsonl(path, {s: [i.to_datapoint() for i in items] for s, items in splits.items()})
+        return _write_splits(path, {s: [i.to_datapoint() for i in items] for s, items in splits.items()})
 
     @staticmethod
     def push_prompts_to_hub(name: str, train: list[Self], val: list[Self], test: list[Self],
@@ -130,8 +139,9 @@ class Item(BaseModel):
         from datasets import Dataset, DatasetDict
 
         splits = {"train": train, "val": val, "test": test}
-        DatasetDict({s: Dataset.from_list([i.to_datapoint() for i in items])
-                     for s, items in splits.items()}).push_to_hub(name, private=private)
+        with hub_errors(name, write=True):
+            DatasetDict({s: Dataset.from_list([i.to_datapoint() for i in items])
+                         for s, items in splits.items()}).push_to_hub(name, private=private)
 
 
 def make_all_prompts(tokenizer, train, val, test, max_tokens: int = 110) -> None:
@@ -141,92 +151,89 @@ def make_all_prompts(tokenizer, train, val, test, max_tokens: int = 110) -> None
             item.make_prompts(tokenizer, max_tokens, do_round)
 
 
-def load_prompts(name: str) -> dict[str, list[dict]]:
-    """{"train", "val", "test"} lists of {"prompt", "completion"} rows; bad rows skipped, counted."""
-    splits = read_splits(resolve(name), kind="prompts")
-    return {split: _valid_prompt_rows(rows, split) for split, rows in splits.items()}
+def load_prompts(name: str, summary_tokens: int | None = None, tokenizer: str | None = None) -> dict[str, list[dict]]:
+    """{"train", "val", "test"} lists of {"prompt", "completion"} rows; bad rows skipped, counted.
+
+    `summary_tokens` and `tokenizer` say how the embedded catalog's prompts are cut (pricer.sources)."""
+    splits = read_splits(resolve(name, "prompts", summary_tokens, tokenizer), kind="prompts")
+    return {split: _valid(rows, split, check_prompt_row) for split, rows in splits.items()}
 
 
 def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
-    """Raw rows per split from EMBEDDED, a folder of JSONL / save_to_disk files, or the Hub."""
-    if name == EMBEDDED:
-        from pricer.catalog import embedded_dataset
-
-        name = str(embedded_dataset(kind))
-    folder = Path(name).expanduser()
+    """Raw rows per split from a folder of JSONL / save_to_disk files, or a Hub dataset (a resolved name)."""
+    folder = Path(name)
+    skipped = {}
     if folder.is_dir() and any(folder.glob("*.jsonl")):
-        raw = {f.stem: [json.loads(line) for line in f.open(encoding="utf-8") if line.strip()]
-               for f in sorted(folder.glob("*.jsonl"))}
+        raw = {}
+        for f in sorted(folder.glob("*.jsonl")):
+            raw[f.stem], skipped[f.stem] = read_jsonl(f)
     else:
         raw = _load_with_datasets(name, folder)
     splits = {ALIASES.get(split, split): rows for split, rows in raw.items()}
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"{name}: no {'/'.join(missing)} split (found {', '.join(raw) or 'nothing'}); "
-                        "expected train, val (or validation) and test")
+                        f"expected train, val (or validation) and test {kind}")
+    for split, problems in skipped.items():
+        if problems:
+            print(f"pricer: skipped {len(problems)} unreadable line(s) of {folder / (split + '.jsonl')}; "
+                  f"first: {problems[0]}")
     return {s: splits[s] for s in SPLITS}
 
 
 def _load_with_datasets(name: str, folder: Path) -> dict[str, list[dict]]:
     from datasets import load_dataset, load_from_disk
 
-    ds = load_from_disk(str(folder)) if (folder / "dataset_dict.json").exists() else load_dataset(name)
+    if (folder / "dataset_dict.json").exists():
+        ds = load_from_disk(str(folder))
+    else:
+        with hub_errors(name):
+            ds = load_dataset(name)
     return {split: ds[split].to_list() for split in ds}
 
 
-def _valid_items(cls, rows: list[dict], split: str) -> list:
-    items, problems = [], []
-    for i, row in enumerate(rows):
-        try:
-            items.append(cls.from_row(row, where=f"{split} row {i}"))
-        except DataError as e:
-            problems.append(str(e))
-    _report_skips(split, len(rows), problems)
-    return items
-
-
-def _valid_prompt_rows(rows: list[dict], split: str) -> list[dict]:
+def _valid(rows: list, split: str, check) -> list:
+    """The rows `check` accepts; the rest counted in one line; none at all is an error naming the split."""
     valid, problems = [], []
     for i, row in enumerate(rows):
         try:
-            valid.append(check_prompt_row(row, where=f"{split} row {i}"))
+            valid.append(check(row, f"{split} row {i}"))
         except DataError as e:
             problems.append(str(e))
-    _report_skips(split, len(rows), problems)
+    if problems:
+        print(f"pricer: skipped {len(problems)} of {len(rows)} malformed {split} rows; first: {problems[0]}")
+    if not valid:
+        raise DataError(f"the {split} split has no usable rows ({len(rows)} read"
+                        f"{'; first problem: ' + problems[0] if problems else ''}).")
     return valid
 
 
 def check_prompt_row(row, where: str = "row") -> dict:
-    """The row if it has a non-empty prompt and a completion that is a price, else DataError."""
+    """The row as {"prompt", "completion"} with the completion a plain price string, else DataError.
+
+    A completion written "$1,299.00" or stored as a JSON number is read as the price it says."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a dict with prompt and completion, got {type(row).__name__}")
     prompt, completion = row.get("prompt"), row.get("completion")
     if not isinstance(prompt, str) or not prompt.strip():
         raise DataError(f"{where}: prompt is missing or empty (got {prompt!r:.60})")
     try:
-        price = float(completion)
-    except (TypeError, ValueError):
+        price = read_price(completion)
+    except ValueError:
         raise DataError(f"{where}: completion is not a price (got {completion!r:.60})") from None
-    if not (math.isfinite(price) and 0 <= price <= MAX_PRICE):  # round(0.5) is 0: still a price
+    if not 0 <= price <= MAX_PRICE:  # round(0.5) is 0: still a price
         raise DataError(f"{where}: completion {price} is outside 0-{MAX_PRICE}")
-    return {"prompt": prompt, "completion": completion}
+    if not isinstance(completion, str):
+        completion = make_completion(price, do_round=False)
+    return {"prompt": prompt, "completion": completion.strip().lstrip("$").strip().replace(",", "")}
 
 
-def _report_skips(split: str, total: int, problems: list[str]) -> None:
-    if problems:
-        print(f"pricer: skipped {len(problems)} of {total} malformed {split} rows; first: {problems[0]}")
-
-
-def _write_jsonl(path: str | Path, splits: dict[str, list[dict]]) -> Path:
+def _write_splits(path: str | Path, splits: dict[str, list[dict]]) -> Path:
     folder = Path(path).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
-        tmp = folder / f".{split}.jsonl.{os.getpid()}.tmp"  # processes writing the same folder don't collide
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.replace(folder / f"{split}.jsonl")  # whole files only: an interrupted write leaves none
+        write_jsonl(folder / f"{split}.jsonl", rows)  # whole files only: an interrupted write leaves none
     return folder
+
 
 
 def lab_prompts(data_dir: str | Path, fallback: str) -> str:

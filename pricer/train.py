@@ -3,52 +3,72 @@
     from pricer.config import get_preset
     from pricer.train import train
     result = train(get_preset("tiny"))      # outputs/tiny-2026-11-23_12.00.00/
-    result.adapter, result.losses           # the adapter folder (PeftModel.from_pretrained), loss per log
+    result.run_dir, result.losses           # the adapter folder (PeftModel.from_pretrained), loss per log
 
     python -m pricer train --preset lite --push me/pricer-lite    # rerun the same line to resume
 
 The math is the course's (loss on the completion only, paged AdamW, cosine schedule, warmup 1%
-of the steps, grad norm 0.3). What it adds:
+of the steps, grad norm 0.3, a validation loss at each checkpoint). Notebook 4 builds the same
+run step by step from the pieces below (`lora_config`, `sft_config`, `faster_trainer`, `speed_up`):
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
   when nothing fits without it; on a GPU each decoder layer compiled and replayed as a CUDA graph
   (batch lengths rounded up to 16), on a CPU batches grouped by length (little padding);
-- no needless waits for the GPU: metrics read once per log, no synchronize per optimizer tensor
-  (with the above, ~3.6x the course's tokens/s on an H200 in both bf16 and fp16: bench/README.md);
-- a run folder that a rerun of the same command finds and resumes from its last checkpoint;
+- no needless waits for the GPU: metrics read once per log, no synchronize per optimizer tensor;
+- a run folder (`pricer.runs`) that a rerun of the same command finds and resumes from its last
+  good checkpoint, on Drive or, with `push`, from the Hub;
 - a training model always loaded fresh: a 4-bit model that ran inference on CPU trains with zero
   gradients (bitsandbytes repacks its weights), so such a model is refused.
 """
 
 import contextlib
 import functools
-import hashlib
-import json
 import math
+import weakref
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from pricer import distributed
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
+from pricer.runs import Run, finish_run, latest_adapter, open_run  # noqa: F401 (latest_adapter: the course's import)
 from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
                           score_completions_only)
 
-RUN_FILE = "pricer_run.json"  # the resolved config a rerun matches on, and the run's status
+SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
+_APPLIED = weakref.WeakKeyDictionary()  # trainer -> the Setup actually applied (compiling may fall back)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run a training, beside the preset's what: a trial step cap, a Hub repo, forced splits, speed."""
+
+    max_steps: int | None = None  # stop after N optimizer steps (a short trial run)
+    push: str | None = None  # also push checkpoints and the adapter to this private Hub repo
+    micro_batch: int | None = None  # rows per forward pass (default: the largest that fits)
+    checkpointing: bool | None = None  # force gradient checkpointing on or off (default: only when needed)
+    fast: bool = True  # compiled layers / length-grouped batches; False: the course's plain padded batches
+    budget_gb: float | None = None  # memory training may use (default: 90% of the GPU, or of RAM)
+    seed: int = 42
+
+    def __post_init__(self):
+        for name in ("max_steps", "micro_batch"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise PricerError(f"{name} must be a whole number of at least 1 (or unset), not {value!r}")
 
 
 @dataclass
 class TrainResult:
-    """Where a run lives and how it went."""
+    """Where a run lives (the adapter folder) and how it went."""
 
     run_dir: Path
-    adapter: Path
     losses: list[float]
     steps: int
     resumed_from: str | None = None
     setup: dict = field(default_factory=dict)
+    eval_losses: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,15 +79,6 @@ class Setup:
     plan: BatchPlan
     grouped: bool = True  # batches of similar lengths: little compute spent on padding
     compiled: bool = False  # decoder layers compiled and replayed as CUDA graphs (GPU only)
-
-
-def choose_precision() -> str:
-    """bf16 where the GPU supports it, fp16 on older GPUs (T4), fp32 on CPU (no fast bf16 here)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def device_budget_gb() -> float:
@@ -124,84 +135,165 @@ def keep_weights_packed_for_training(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def plan_setup(shape: ModelShape, preset, lengths: list[int], budget_gb: float | None = None,
-               micro_batch: int | None = None, checkpointing: bool | None = None, fast: bool = True) -> Setup:
+def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options = Options()) -> Setup:
     """Precision and batch split for this device, or a PricerError naming the micro-batch or preset that fits."""
     import torch
 
-    precision = choose_precision()
-    compiled = fast and torch.cuda.is_available()
-    grouped = fast and not compiled  # each batch shape compiles once: length groups would make many
+    from pricer.models import precision
+
+    compiled = options.fast and torch.cuda.is_available()
+    grouped = options.fast and not compiled  # each batch shape compiles once: length groups would make many
     world = distributed.world_size()
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
-    plan = plan_batches(shape, per_process, lengths, budget_gb or device_budget_gb(), precision,
-                        padded=True, compiled=compiled, micro_batch=micro_batch, checkpointing=checkpointing)
-    return Setup(precision, plan, grouped=grouped, compiled=compiled)
+    plan = plan_batches(shape, per_process, lengths, options.budget_gb or device_budget_gb(), precision(),
+                        padded=True, compiled=compiled, micro_batch=options.micro_batch,
+                        checkpointing=options.checkpointing)
+    return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
 
-@functools.cache
 def report_to() -> str:
-    """"wandb" when a W&B key is set; otherwise say once that the run goes untracked."""
-    from pricer.env import load_secrets
+    """"wandb" when a W&B key is set and W&B can be reached; otherwise "none", said once."""
+    from pricer.env import secret
+    from pricer.sources import offline_asked
 
-    if "WANDB_API_KEY" in load_secrets():
-        return "wandb"
-    if distributed.is_main():
-        print("pricer: no WANDB_API_KEY set, so this run is not tracked on W&B (add the key to .env or Colab "
-              "secrets to track runs); training goes on.")
+    if not secret("WANDB_API_KEY"):
+        return _untracked("no WANDB_API_KEY set (add it to .env or Colab secrets to track runs)")
+    if offline_asked() or not _reachable("api.wandb.ai"):
+        return _untracked("W&B can't be reached (offline)")
+    return "wandb"
+
+
+_SAID: set[str] = set()
+
+
+def _untracked(why: str) -> str:
+    if why not in _SAID and distributed.is_main():
+        _SAID.add(why)
+        print(f"pricer: this run is not tracked on W&B: {why}; training goes on.")
     return "none"
 
 
-def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_dir: Path,
-                  max_steps: int | None = None, push: str | None = None, callbacks=(), seed: int = 42,
-                  resuming: bool = False):
-    """The course's SFTTrainer, on the given fresh model, with this device's precision and batch split."""
-    import os
+def _reachable(host: str) -> bool:
+    import socket
 
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def optimizer_for(preset) -> str:
+    """The preset's optimizer, or plain AdamW on CPU for a paged one (paging moves state to GPU memory)."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
+    paged = preset.optimizer.startswith("paged")
+    return "adamw_torch" if paged and not torch.cuda.is_available() else preset.optimizer
+
+
+def lora_config(preset):
+    """The course's LoraConfig for this preset (notebook 4 writes the same call out)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
+                      target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
+
+
+def sft_config(preset, setup: Setup, run_dir: Path, steps: int, options: Options = Options(), evaluating: bool = True):
+    """The course's SFTConfig for this preset on this device (notebook 4 writes the same call out)."""
+    from trl import SFTConfig
+
+    args = SFTConfig(
+        output_dir=str(run_dir), run_name=Path(run_dir).name, seed=options.seed, report_to=report_to(),
+        num_train_epochs=preset.epochs, max_steps=options.max_steps or -1,
+        per_device_train_batch_size=setup.plan.micro_batch, gradient_accumulation_steps=setup.plan.accumulation,
+        activation_checkpointing=setup.plan.checkpointing,
+        learning_rate=preset.learning_rate, lr_scheduler_type=preset.lr_scheduler,
+        warmup_steps=warmup_steps(steps, preset.warmup_fraction), weight_decay=preset.weight_decay,
+        optim=optimizer_for(preset), max_grad_norm=preset.max_grad_norm,
+        bf16=setup.precision == "bf16", fp16=setup.precision == "fp16",
+        max_length=preset.max_length, completion_only_loss=True,
+        logging_steps=max(1, steps // 50), save_steps=preset.save_steps, save_total_limit=SAVE_LIMIT,
+        eval_strategy="steps" if evaluating else "no", eval_steps=preset.eval_steps or preset.save_steps,
+        per_device_eval_batch_size=setup.plan.micro_batch,
+        push_to_hub=bool(options.push), hub_model_id=options.push, hub_private_repo=True, hub_strategy="checkpoint",
+        **device_settings(setup),
+    )
+    one_gpu_per_process(args)
+    return args
+
+
+def device_settings(setup: Setup) -> dict:
+    """What pricer adds to the course's SFTConfig: CPU use, padding for compiled shapes, no per-step waits."""
+    import torch
+
+    return dict(
+        use_cpu=not torch.cuda.is_available(),
+        pad_to_multiple_of=PAD_MULTIPLE if setup.compiled else None,  # a few shapes: each compiles once
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN; checking cost a GPU wait per micro-batch
+        ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
+    )
+
+
+def faster_trainer(trainer_class, setup: Setup):
+    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log and, on CPU, grouping rows by length;
+    with compiled layers, validation runs them eagerly (a no-grad pass must not replay training's CUDA graphs)."""
+    trainer_class = lazy_metrics_trainer(trainer_class)
+    trainer_class = grouped_trainer(trainer_class) if setup.grouped else trainer_class
+    return _eager_evaluation(trainer_class) if setup.compiled else trainer_class
+
+
+@functools.cache
+def _eager_evaluation(trainer_class):
+    class EagerEvaluation(trainer_class):
+        def evaluate(self, *args, **kwargs):
+            import torch
+
+            with torch.compiler.set_stance("force_eager"):
+                return super().evaluate(*args, **kwargs)
+
+    return EagerEvaluation
+
+
+def prepare_model(model) -> None:
+    """Before training: refuse a 4-bit model that ran CPU inference, and keep this one trainable."""
     check_fresh(model)
     keep_weights_packed_for_training(model)
     score_completions_only()
-    on_cpu = not torch.cuda.is_available()
-    optimizer = "adamw_torch" if on_cpu and preset.optimizer.startswith("paged") else preset.optimizer
-    steps = total_steps(len(rows), preset.batch_size, preset.epochs, max_steps)
-    if report_to() == "wandb":
-        os.environ.setdefault("WANDB_PROJECT", "pricer")
-    args = SFTConfig(
-        output_dir=str(run_dir), run_name=run_dir.name, seed=seed, report_to=report_to(),
-        num_train_epochs=preset.epochs, max_steps=max_steps or -1,
-        per_device_train_batch_size=setup.plan.micro_batch, gradient_accumulation_steps=setup.plan.accumulation,
-        activation_checkpointing=setup.plan.checkpointing,  # transformers 5 renamed gradient_checkpointing
-        learning_rate=preset.learning_rate, lr_scheduler_type=preset.lr_scheduler,
-        warmup_steps=warmup_steps(steps, preset.warmup_fraction), weight_decay=preset.weight_decay,
-        optim=optimizer, max_grad_norm=preset.max_grad_norm,
-        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN; checking cost a GPU wait per micro-batch
-        bf16=setup.precision == "bf16", fp16=setup.precision == "fp16", use_cpu=on_cpu,
-        max_length=preset.max_length, completion_only_loss=True,  # lengths were checked already
-        pad_to_multiple_of=PAD_MULTIPLE if setup.compiled else None,  # a few shapes: each compiles once
-        logging_steps=max(1, steps // 50), save_strategy="steps", save_steps=preset.save_steps, save_total_limit=3,
-        push_to_hub=bool(push), hub_model_id=push, hub_private_repo=True, hub_strategy="checkpoint",
-        ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
-    )
-    one_gpu_per_process(args)
-    peft = LoraConfig(r=preset.lora_r, lora_alpha=preset.lora_alpha, lora_dropout=preset.lora_dropout,
-                      target_modules=list(preset.target_modules), task_type="CAUSAL_LM")
-    trainer_class = lazy_metrics_trainer(SFTTrainer)
-    trainer_class = grouped_trainer(trainer_class) if setup.grouped else trainer_class
-    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                            peft_config=peft, callbacks=list(callbacks),
-                            optimizer_cls_and_kwargs=optimizer_without_syncs(args))
+
+
+def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
+    """After building the trainer: LoRA weights in fp32 for fp16, and compiled (graphed) decoder layers on a GPU."""
     settle_trainable_dtype(trainer.model, setup.precision)
     graphs = graphs_are_safe(setup, resuming)
     if setup.compiled and not compile_layers(trainer.model, graphs, accumulating=setup.plan.accumulation > 1):
         setup = replace(setup, compiled=False)
-    trainer.pricer_setup = setup  # what was actually applied (compiling may have fallen back)
+    _APPLIED[trainer] = setup
+    return setup
+
+
+def applied_setup(trainer) -> Setup:
+    """The Setup `speed_up` applied to this trainer (compiling may have fallen back)."""
+    return _APPLIED[trainer]
+
+
+def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_dir: Path,
+                  options: Options = Options(), val_rows=(), callbacks=(), resuming: bool = False):
+    """The course's SFTTrainer on the given fresh model, with this device's precision, batch split and speed-ups."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    prepare_model(model)
+    steps = total_steps(len(rows), preset.batch_size, preset.epochs, options.max_steps)
+    args = sft_config(preset, setup, run_dir, steps, options, evaluating=bool(val_rows))
+    trainer_class = faster_trainer(SFTTrainer, setup)
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                            eval_dataset=Dataset.from_list(list(val_rows)) if val_rows else None,
+                            processing_class=tokenizer, peft_config=lora_config(preset), callbacks=list(callbacks),
+                            optimizer_cls_and_kwargs=optimizer_without_syncs(args))
+    speed_up(trainer, setup, resuming)
     return trainer
 
 
@@ -232,95 +324,69 @@ def settle_trainable_dtype(model, precision: str) -> None:
 
 def training_rows(preset) -> list[dict]:
     """The preset's training rows (its `prompts` dataset, first `train_rows`)."""
+    rows = _prompts(preset)["train"]
+    return rows[:preset.train_rows] if preset.train_rows else rows
+
+
+def validation_rows(preset) -> list[dict]:
+    """The first `val_rows` validation rows, for the validation loss the course watches."""
+    return _prompts(preset)["val"][:preset.val_rows]
+
+
+def _prompts(preset) -> dict:
     from pricer.items import load_prompts
 
-    rows = load_prompts(preset.prompts)["train"]
-    rows = rows[:preset.train_rows] if preset.train_rows else rows
-    if not rows:
-        raise PricerError(f"{preset.prompts!r} has no usable training rows (train_rows={preset.train_rows})")
-    return rows
+    return load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
 
 
-def run_identity(preset, rows: list[dict], max_steps: int | None) -> dict:
-    """What makes two runs the same run: the resolved preset, the step cap and the data."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, sort_keys=True).encode())
-    return json.loads(json.dumps({"preset": preset.to_dict(), "max_steps": max_steps,
-                                  "data": digest.hexdigest()[:16]}))  # compared as stored: lists, not tuples
+def train(preset, output_dir: str | Path = "outputs", callbacks=(), **options) -> TrainResult:
+    """Fine-tune the preset's base model with QLoRA; a rerun resumes, a finished run is returned as is.
 
-
-def find_run(output_dir: Path, identity: dict) -> Path | None:
-    """The newest run folder of this identity under output_dir, finished or not."""
-    runs = [p.parent for p in Path(output_dir).glob(f"{identity['preset']['name']}-*/{RUN_FILE}")
-            if json.loads(p.read_text())["identity"] == identity]
-    return max(runs, default=None)
-
-
-def last_checkpoint(run_dir: Path) -> str | None:
-    """The checkpoint folder with the highest step, if any."""
-    ckpts = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
-
-
-def _write_run(run_dir: Path, **fields) -> None:
-    if not distributed.is_main():
-        return
-    path = run_dir / RUN_FILE
-    record = {**(json.loads(path.read_text()) if path.exists() else {}), **fields}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    tmp.replace(path)
-
-
-def train(preset, output_dir: str | Path = "outputs", max_steps: int | None = None, push: str | None = None,
-          micro_batch: int | None = None, checkpointing: bool | None = None, fast: bool = True,
-          budget_gb: float | None = None, callbacks=()) -> TrainResult:
-    """Fine-tune the preset's base model with QLoRA; a rerun resumes, a finished run is returned as is."""
+    `options` are `Options` fields (max_steps, push, micro_batch, checkpointing, fast, budget_gb, seed)."""
+    from pricer.memory import ModelShape
     from pricer.models import load_model, load_tokenizer
+    from pricer.sources import describe, resolve_preset
 
-    rows = training_rows(preset)
-    identity = run_identity(preset, rows, max_steps)
-    run_dir = find_run(output_dir, identity)
-    if run_dir and json.loads((run_dir / RUN_FILE).read_text()).get("status") == "finished":
-        record = json.loads((run_dir / RUN_FILE).read_text())
-        print(f"pricer: {run_dir} already finished this run; returning it (delete the folder to train again)")
-        return TrainResult(run_dir, run_dir, record["losses"], record["steps"], None, record["setup"])
+    options = Options(**options)
+    preset = resolve_preset(preset)
+    rows, val = training_rows(preset), validation_rows(preset)
+    run = open_run(preset, output_dir, rows, options.max_steps, options.push)
+    if run.finished:
+        print(f"pricer: {run.dir} already finished this run; returning it (delete the folder to train again)")
+        return _result(run)
     tokenizer = load_tokenizer(preset.base_model)
-    lengths = check_lengths(tokenizer, rows, preset.max_length)
-    setup = plan_setup(ModelShape.from_pretrained(preset.base_model), preset, lengths, budget_gb, micro_batch,
-                       checkpointing, fast)
-    with distributed.main_first():  # several GPUs: the main process makes the folder, the others find it
-        run_dir = run_dir or find_run(output_dir, identity)
-        if run_dir is None:
-            run_dir = Path(output_dir) / f"{preset.name}-{datetime.now():%Y-%m-%d_%H.%M.%S}"
-            run_dir.mkdir(parents=True)
-            _write_run(run_dir, identity=identity, status="running", setup=asdict(setup))
-    resume = last_checkpoint(run_dir)
+    lengths = check_lengths(tokenizer, rows + val, preset.max_length)[:len(rows)]
+    setup = plan_setup(ModelShape.from_pretrained(preset.base_model), preset, lengths, options)
     if distributed.is_main():
-        print(f"pricer: training {preset.name} in {run_dir} ({setup.precision}, micro-batch {setup.plan.micro_batch}"
-              f" x {setup.plan.accumulation}, checkpointing {'on' if setup.plan.checkpointing else 'off'}, "
-              f"~{setup.plan.peak_gb} GB){'; resuming from ' + Path(resume).name if resume else ''}")
+        print(f"pricer: training {describe(preset.base_model)} on {len(rows):,} rows in {run.dir} ({setup.precision}, "
+              f"micro-batch {setup.plan.micro_batch} x {setup.plan.accumulation}, checkpointing "
+              f"{'on' if setup.plan.checkpointing else 'off'}, ~{setup.plan.peak_gb} GB)"
+              f"{'; resuming from ' + Path(run.resume).name if run.resume else ''}")
     model = load_model(preset.base_model, preset.quant)  # always fresh: see check_fresh
-    with hub_errors(push, write=True) if push else contextlib.nullcontext():
-        trainer = build_trainer(model, tokenizer, rows, preset, setup, run_dir, max_steps, push, callbacks,
-                                resuming=bool(resume))
-        _train_or_explain(trainer, resume, setup)
+    with hub_errors(options.push, write=True) if options.push else contextlib.nullcontext():
+        trainer = build_trainer(model, tokenizer, rows, preset, setup, run.dir, options, val, callbacks,
+                                resuming=bool(run.resume))
+        train_or_explain(trainer, run.resume, setup)
         trainer.save_model()  # the adapter in the run folder (and the Hub repo's root, when pushing)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    applied = asdict(trainer.pricer_setup)
-    _write_run(run_dir, status="finished", losses=losses, steps=trainer.state.global_step, setup=applied)
-    return TrainResult(run_dir, run_dir, losses, trainer.state.global_step, resume, applied)
+    finish(trainer, run)
+    return _result(run)
 
 
-def latest_adapter(output_dir: str | Path = "outputs", preset: str | None = None) -> Path | None:
-    """The newest finished run's adapter folder under output_dir (of `preset`, if given)."""
-    runs = [p.parent for p in Path(output_dir).glob(f"{preset or '*'}-*/{RUN_FILE}")
-            if json.loads(p.read_text()).get("status") == "finished"]
-    return max(runs, key=lambda p: p.name.split("-", 1)[1], default=None)
+def finish(trainer, run: Run) -> None:
+    """Record the finished run: steps, losses, validation losses and the setup applied."""
+    history = trainer.state.log_history
+    finish_run(run, steps=trainer.state.global_step, setup=asdict(applied_setup(trainer)),
+               losses=[h["loss"] for h in history if "loss" in h],
+               eval_losses=[h["eval_loss"] for h in history if "eval_loss" in h])
 
 
-def _train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
+def _result(run: Run) -> TrainResult:
+    record = run.record
+    return TrainResult(run.dir, record.get("losses", []), record.get("steps", 0), run.resume, record.get("setup", {}),
+                       record.get("eval_losses", []))
+
+
+def train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
     """Run the trainer; out of GPU memory, or CUDA graphs failing, becomes a message saying how to go on."""
     import torch
 

@@ -25,19 +25,19 @@ def test_relaunch_command_runs_the_same_pricer_command_without_gpus():
 
 @pytest.mark.parametrize("world", [1, 2, 4])
 def test_each_process_takes_its_share_of_the_effective_batch(world, monkeypatch):
-    from pricer.train import plan_setup
+    from pricer.train import Options, plan_setup
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
-    setup = plan_setup(SHAPE, get_preset("tiny", batch_size=16), [80] * 64, budget_gb=8.0, micro_batch=2)
+    setup = plan_setup(SHAPE, get_preset("tiny", batch_size=16), [80] * 64, Options(budget_gb=8.0, micro_batch=2))
     assert setup.plan.micro_batch * setup.plan.accumulation * world == 16
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch):
-    from pricer.train import plan_setup
+    from pricer.train import Options, plan_setup
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(PricerError, match="batch_size 16 can't be split evenly over 3 processes"):
-        plan_setup(SHAPE, get_preset("tiny", batch_size=16), [80] * 64, budget_gb=8.0)
+        plan_setup(SHAPE, get_preset("tiny", batch_size=16), [80] * 64, Options(budget_gb=8.0))
 
 
 class Halver:

@@ -102,7 +102,7 @@ def test_save_and_load_prompts_round_trip(tmp_path, tokenizer, catalog):
 
 @pytest.mark.parametrize("row, words", [
     ({"prompt": "", "completion": "3.00"}, "prompt"), ({"prompt": "p", "completion": "abc"}, "not a price"),
-    ({"prompt": "p"}, "not a price"), ({"prompt": "p", "completion": "-4"}, "outside"), ("text", "dict")])
+    ({"prompt": "p"}, "not a price"), ({"prompt": "p", "completion": "-4"}, "not a price"), ({"prompt": "p", "completion": "$1,200.00"}, "outside"), ("text", "dict")])
 def test_bad_prompt_rows(row, words):
     with pytest.raises(DataError, match=words):
         check_prompt_row(row, where="test row 1")

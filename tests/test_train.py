@@ -85,14 +85,16 @@ def test_warmup_is_one_percent_of_steps_and_steps_ignore_the_micro_batch_split()
 def test_precision_is_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch):
     import torch
 
-    from pricer.train import choose_precision
+    from pricer.models import compute_dtype, precision
 
-    assert choose_precision() == "fp32"  # this CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (precision(), compute_dtype()) == ("fp32", torch.float32)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
-    assert choose_precision() == "fp16"
+    assert (precision(), compute_dtype()) == ("fp16", torch.float16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert choose_precision() == "bf16"
+    assert (precision(), compute_dtype()) == ("bf16", torch.bfloat16)
 
 
 def test_lora_weights_stay_fp32_unless_training_in_bf16():
@@ -125,14 +127,26 @@ def test_missing_wandb_key_is_said_once_and_training_goes_on(monkeypatch, tmp_pa
     from pricer import train
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("PRICER_OFFLINE", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
-    train.report_to.cache_clear()
+    monkeypatch.setattr(train, "_SAID", set())
     assert [train.report_to(), train.report_to()] == ["none", "none"]
     assert capsys.readouterr().out.count("WANDB_API_KEY") == 1
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    train.report_to.cache_clear()
+    monkeypatch.setattr(train, "_reachable", lambda host: True)
     assert train.report_to() == "wandb"
-    train.report_to.cache_clear()
+
+
+def test_a_wandb_key_while_offline_is_skipped_with_one_line_not_a_hang(monkeypatch, tmp_path, capsys):
+    from pricer import train
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr(train, "_SAID", set())
+    monkeypatch.setenv("PRICER_OFFLINE", "1")
+    assert train.report_to() == "none" and "W&B can't be reached" in capsys.readouterr().out
+    monkeypatch.delenv("PRICER_OFFLINE")
+    monkeypatch.setattr(train, "_reachable", lambda host: False)  # no network
+    assert train.report_to() == "none"
 
 
 def test_preflight_refuses_an_impossible_batch_and_names_the_one_that_fits():
@@ -179,7 +193,7 @@ def test_length_grouped_batches_waste_less_on_padding(tiny_model, tmp_path):
 
     from pricer.memory import BatchPlan
     from pricer.models import load_tokenizer
-    from pricer.train import Setup, build_trainer
+    from pricer.train import Options, Setup, build_trainer
 
     rng = random.Random(0)
     rows = [{"prompt": "Title: " + " ".join(["word"] * rng.randint(2, 60)) + "\n\nPrice is $",
@@ -190,7 +204,7 @@ def test_length_grouped_batches_waste_less_on_padding(tiny_model, tmp_path):
     def padding(grouped):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
         trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, Setup("fp32", plan, grouped),
-                                tmp_path / str(grouped), max_steps=1)
+                                tmp_path / str(grouped), Options(max_steps=1))
         masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
         return sum((1 - m).sum().item() for m in masks) / sum(m.numel() for m in masks)
 
@@ -260,7 +274,7 @@ def test_interrupted_run_resumes_to_the_same_adapter_and_a_finished_run_is_not_r
     resumed = train(preset, tmp_path / "broken", max_steps=5)  # the same command again
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-2")
     assert len(list((tmp_path / "broken").iterdir())) == 1  # the same run folder, not a new one
-    expected, got = adapter_weights(reference.adapter), adapter_weights(resumed.adapter)
+    expected, got = adapter_weights(reference.run_dir), adapter_weights(resumed.run_dir)
     assert expected.keys() == got.keys()
     assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in expected)
     again = train(preset, tmp_path / "broken", max_steps=5)
@@ -273,7 +287,7 @@ def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
     import torch
 
     from pricer.memory import BatchPlan
-    from pricer.train import Setup, _train_or_explain
+    from pricer.train import Setup, train_or_explain
 
     class Trainer:
         def train(self, resume_from_checkpoint=None):
@@ -282,13 +296,13 @@ def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
     setup = Setup("fp16", BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=12.3, budget_gb=14.2))
     expected = r"micro-batch 16 .*micro_batch=8 \(--micro-batch 8 --checkpointing\).*resumes"
     with pytest.raises(PricerError, match=expected):
-        _train_or_explain(Trainer(), None, setup)
+        train_or_explain(Trainer(), None, setup)
 
 
 def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(monkeypatch):
     """One process, no checkpointing, a fresh run: else compiled without graphs. A failure says: rerun."""
     from pricer.memory import BatchPlan
-    from pricer.train import Setup, _train_or_explain, graphs_are_safe
+    from pricer.train import Setup, train_or_explain, graphs_are_safe
 
     plan = BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=8.7, budget_gb=14.2)
     setup = Setup("bf16", plan, grouped=False, compiled=True)
@@ -304,46 +318,40 @@ def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(mon
                                "subsequent run. Stack trace: ...")
 
     with pytest.raises(PricerError, match="CUDA graphs failed.*Rerun the same command.*without CUDA graphs"):
-        _train_or_explain(Trainer(), None, setup)
+        train_or_explain(Trainer(), None, setup)
 
 
 def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model, short_prompts, tmp_path):
     from pricer.cli import main
-    from pricer.train import RUN_FILE, latest_adapter
+    from pricer.runs import RUN_FILE, latest_adapter
 
     main(["train", "--preset", "tiny", "--max-steps", "2", "--output-dir", str(tmp_path), "--micro-batch", "2",
-          "--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"])
+          "--set", f"base_model={tiny_model}", "--set", f"prompts={short_prompts}", "--set", "train_rows=8",
+          "batch_size=4"])  # repeated --set flags all count, as do several values after one
     run_dir = latest_adapter(tmp_path, "tiny")
     record = json.loads((run_dir / RUN_FILE).read_text())
     assert record["steps"] == 2 and (run_dir / "adapter_model.safetensors").exists()
+    assert record["identity"]["preset"]["train_rows"] == 8 and record["identity"]["preset"]["base_model"] == tiny_model
     assert (record["setup"]["plan"]["micro_batch"], record["setup"]["plan"]["accumulation"]) == (2, 2)
     assert run_dir.name.startswith("tiny-20")  # <preset>-<YYYY-MM-DD_HH.MM.SS>, as the course names runs
 
 
-def test_cli_evaluates_the_newest_adapter_on_the_test_split(tiny_model, short_prompts, tmp_path, monkeypatch):
+def test_cli_evaluates_the_newest_adapter_on_the_test_split(tiny_model, short_prompts, tmp_path, monkeypatch,
+                                                             capsys):
     from pricer.cli import main
     from pricer.evaluator import Result
 
     monkeypatch.setenv("PRICER_RESULTS", str(tmp_path / "results"))
     settings = ["--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"]
-    with pytest.raises(SystemExit, match="no finished tiny run"):
+    with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--output-dir", str(tmp_path), *settings])
+    assert exit_.value.code == 2 and "no finished tiny run" in capsys.readouterr().err
     main(["train", "--max-steps", "1", "--output-dir", str(tmp_path), *settings])
     main(["evaluate", "--output-dir", str(tmp_path), "--size", "3", *settings])
     [saved] = (tmp_path / "results").glob("*.json")
     result = Result.load(saved)
     assert result.name == "Fine-tuned mean price (tiny)" and len(result.guesses) == 3
     assert tiny_model in result.meta["model"] and "tiny-20" in result.meta["model"]
-
-
-def test_cli_overrides_are_typed():
-    from pricer.config import parse_overrides
-
-    assert parse_overrides(["train_rows=500", "learning_rate=2e-4", "quant=none", "target_modules=q_proj,v_proj",
-                            "name=mine"]) == {"train_rows": 500, "learning_rate": 2e-4, "quant": None,
-                                              "target_modules": ("q_proj", "v_proj"), "name": "mine"}
-    with pytest.raises(ValueError, match="key=value"):
-        parse_overrides(["train_rows"])
 
 
 def test_lora_count_matches_the_course_and_peft(tiny_model):
@@ -388,7 +396,7 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
     from pricer.memory import BatchPlan
     from pricer.models import load_tokenizer
     from pricer.speed import decoder_layers
-    from pricer.train import Setup, build_trainer
+    from pricer.train import Options, Setup, applied_setup, build_trainer
 
     rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
     preset = get_preset("tiny", base_model=tiny_model, batch_size=8, max_length=64, lora_dropout=0.0)
@@ -398,8 +406,8 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
         setup = Setup("fp32", BatchPlan(8, 1, False, 1.0, 10.0), grouped=False, compiled=compiled)
         trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
-                                max_steps=1)
-        assert trainer.pricer_setup.compiled == compiled
+                                Options(max_steps=1))
+        assert applied_setup(trainer).compiled == compiled
         assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model)) == compiled
         batch = next(iter(trainer.get_train_dataloader()))
         loss = trainer.compute_loss(trainer.model, batch)

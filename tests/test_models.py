@@ -1,52 +1,9 @@
-"""Presets, the offline switch, and loading the embedded model from its wheel."""
-
-import dataclasses
+"""Loading models: the embedded one from its wheel, quantized, and the course's 4-bit config."""
 
 import pytest
 
-from pricer import config
-from pricer.config import EMBEDDED, HUB_MODEL, get_preset
-
-
-def test_lite_and_full_are_the_course_values():
-    lite, full = get_preset("lite"), get_preset("full")
-    assert (lite.base_model, lite.quant, lite.lora_r, lite.lora_alpha, lite.lora_dropout) == \
-        (HUB_MODEL, "4bit", 32, 64, 0.1)
-    assert lite.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
-    assert (lite.epochs, lite.batch_size, lite.learning_rate, lite.train_rows) == (1, 32, 1e-4, 20_000)
-    assert (lite.optimizer, lite.max_grad_norm, lite.weight_decay, lite.warmup_fraction) == \
-        ("paged_adamw_32bit", 0.3, 0.001, 0.01)
-    assert (full.lora_r, full.lora_alpha, full.epochs, full.batch_size, full.train_rows) == \
-        (256, 512, 3, 256, 800_000)
-    assert set(full.target_modules) == set(lite.target_modules) | {"gate_proj", "up_proj", "down_proj"}
-    assert (lite.summary_tokens, lite.max_length) == (110, 128)
-
-
-def test_overrides_apply_and_unknown_keys_are_rejected():
-    assert get_preset("lite", train_rows=5).train_rows == 5
-    assert get_preset("lite").train_rows == 20_000  # presets are not mutated
-    with pytest.raises(ValueError, match="unknown preset setting.*lora_rank"):
-        get_preset("lite", lora_rank=8)
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        get_preset("huge")
-    assert dataclasses.asdict(get_preset("tiny"))["base_model"] == EMBEDDED
-
-
-def test_offline_switch_resolves_hub_names_to_embedded_and_says_so_once(monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("PRICER_OFFLINE", "1")
-    config._announce.cache_clear()
-    assert config.resolve(HUB_MODEL) == EMBEDDED
-    assert config.resolve("ed-donner/items_lite") == EMBEDDED
-    config.resolve(HUB_MODEL)
-    assert capsys.readouterr().out.count(repr(HUB_MODEL)) == 1
-    assert config.resolve(str(tmp_path)) == str(tmp_path)  # local folders always win
-
-
-def test_online_names_pass_through(monkeypatch):
-    monkeypatch.setenv("PRICER_OFFLINE", "0")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(config, "hub_reachable", lambda: True)
-    assert config.resolve(HUB_MODEL) == HUB_MODEL
+from pricer.config import EMBEDDED
+from pricer.errors import SettingError
 
 
 def test_import_pricer_is_light():
@@ -62,12 +19,12 @@ def test_import_pricer_is_light():
 def test_embedded_model_converts_from_the_wheel_reloads_and_generates(tmp_path, monkeypatch):
     import torch
 
-    from pricer import models
+    from pricer import models, sources
 
     monkeypatch.setenv("PRICER_HOME", str(tmp_path))
-    folder = models.embedded_model_path()
+    folder = sources.embedded_model()
     assert folder.parent.parent == tmp_path and (folder / "config.json").exists()
-    assert not (folder.parent / (folder.name + ".partial")).exists()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left behind
     tokenizer = models.load_tokenizer(EMBEDDED)
     model = models.load_model(str(folder), quant=None)  # a plain local folder, like a Hub name
     assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
@@ -90,7 +47,7 @@ def test_quantized_embedded_model_is_smaller(quant, max_gb):
 def test_bad_quant_is_rejected():
     from pricer.models import quant_config
 
-    with pytest.raises(ValueError, match="quant must be one of"):
+    with pytest.raises(SettingError, match="quant='3bit': choose 4bit, 8bit or None"):
         quant_config("3bit")
 
 
