@@ -72,10 +72,10 @@ def evaluate(args) -> None:
 
 
 def human_template(args) -> None:
-    """Write a human-guess CSV for the preset's test items."""
+    """Write a human-guess CSV for the test items of --items (default: the preset's)."""
     from pricer.human import template_for_preset
 
-    path = template_for_preset(args.out, size=args.size, preset=args.preset)
+    path = template_for_preset(args.out, size=args.size, preset=args.preset, items=args.items)
     print(f"pricer: wrote a {args.size}-row template to {path}; fill in the guess column")
 
 
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="the CSV to write")
     p.add_argument("--size", type=int, default=100, help="how many test products")
     p.add_argument("--preset", default="tiny", help="whose test items")
+    p.add_argument("--items", metavar="PATH_OR_NAME", help="an items folder or Hub dataset instead of the preset's")
     p.set_defaults(run=human_template)
 
     argv = sys.argv[1:] if argv is None else list(argv)
