@@ -29,26 +29,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pricer.items import DataError, check_prompt_row
-from pricer.prompts import PREFIX, QUESTION
+from pricer.prompts import text_of  # also the frontier models' and the human baseline's reading
 
 SEED = 42
 WORDS = 2_000  # bag-of-words vocabulary: the 2,000 commonest words and word pairs cover the catalog
 HASHED = 5_000  # the course's HashingVectorizer width for its neural networks
 WEIGHT = re.compile(r"weight:?\s*(\d+(?:\.\d+)?)\s*(pounds?|lbs?|ounces?|oz|kilograms?|kg|grams?|g)\b", re.I)
 TO_POUNDS = {"p": 1.0, "l": 1.0, "o": 1 / 16, "k": 2.2046, "g": 0.0022046}  # by the unit's first letter
-
-
-def text_of(datapoint) -> str:
-    """The product text a baseline reads: an Item's summary, or the summary inside a prompt."""
-    if isinstance(datapoint, Mapping):
-        prompt = datapoint.get("prompt")
-        if not isinstance(prompt, str):
-            raise ValueError(f"a prompt row needs a 'prompt' string, got keys {sorted(datapoint)}")
-        return prompt.removeprefix(QUESTION).removesuffix(PREFIX).strip()
-    text = getattr(datapoint, "summary", None) or getattr(datapoint, "title", None)
-    if not text:
-        raise ValueError(f"{datapoint!r:.80} has neither a summary nor a title to read")
-    return text.strip()
 
 
 def weight_of(datapoint) -> float:

@@ -91,10 +91,10 @@ def evaluate(args) -> None:
 
 
 def human_template(args) -> None:
-    """Write a human-guess CSV for the preset's test items."""
+    """Write a human-guess CSV for the test items of --items (default: the preset's)."""
     from pricer.human import template_for_preset
 
-    path = template_for_preset(args.out, size=args.size, preset=args.preset)
+    path = template_for_preset(args.out, size=args.size, preset=args.preset, items=args.items)
     print(f"pricer: wrote a {args.size}-row template to {path}; fill in the guess column")
 
 
@@ -167,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV to write")
     p.add_argument("--size", type=_positive, default=100, help="how many test products")
     p.add_argument("--preset", default="tiny", help="whose test items")
+    p.add_argument("--items", metavar="PATH_OR_NAME", help="an items folder or Hub dataset instead of the preset's")
     p.set_defaults(run=human_template)
     return parser
 
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     args.argv = [a for a in argv if a != "--debug"]  # what --gpus N relaunches on each process
     try:
+        from pricer.env import load_secrets
+
+        load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
         args.run(args)
     except PricerError as e:
         if args.debug or flag("PRICER_DEBUG"):

@@ -5,8 +5,9 @@
     result.metrics["error"]                  # also rmsle, r2, hit_rate, unparsed; saved in results/
 
 A predictor maps one datapoint to a price: a number, or text such as "$349.99" that
-`post_process` reads. Datapoints are prompt rows ({"prompt", "completion"}, a list or a
-`datasets.Dataset`) or Item-like objects (`.title`, `.price`, optional `.prompt` / `.summary`).
+`parse_price` reads (the Tester's `post_process`). Datapoints are prompt rows ({"prompt",
+"completion"}, a list or a `datasets.Dataset`) or Item-like objects (`.title`, `.price`, optional
+`.prompt` / `.summary`).
 A predictor with `predict_batch(datapoints) -> list` (and optional `batch_size`, default 32) is
 called on chunks instead; one with `cache_key` resumes after a disconnect (see `Tester.run`).
 
@@ -38,6 +39,22 @@ UTIL_HEADER = (
     b"# Generated from pricer/evaluator.py -- do not edit; regenerate with:\n"
     b"#     python -m pricer.evaluator --write-util\n"
 )
+
+
+# The first number in an answer, after "$" and thousands commas are dropped (as the course did). A
+# minus sign counts only standing alone: "-4.5" is negative, the "-" of "X-100" is not a sign.
+NUMBER = re.compile(r"(?:(?<![\w.-])-)?(?:\d+(?:\.\d+)?|\.\d+)")
+
+
+def parse_price(value):
+    """The price in a free-text answer ("$1,299.99" -> 1299.99, "around $7.5." -> 7.5); a number as is.
+
+    The one reader of written prices: the Tester's post_process, the frontier models' answers and
+    the human baseline's guesses all use it. None when there is no number or it is not finite."""
+    if isinstance(value, str):
+        match = NUMBER.search(value.replace("$", "").replace(",", ""))
+        value = float(match.group()) if match else None
+    return None if value is None or not math.isfinite(value) else value  # "9" * 400 is inf
 
 
 def _truth(datapoint) -> float:
@@ -230,11 +247,7 @@ class Tester:
     @staticmethod
     def post_process(value):
         """The price in a predictor's answer ("$1,234.50" -> 1234.5); None when it holds no (finite) number."""
-        if isinstance(value, str):
-            value = value.replace("$", "").replace(",", "")
-            match = re.search(r"[-+]?\d*\.\d+|\d+", value)
-            value = float(match.group()) if match else None
-        return None if value is None or not math.isfinite(value) else value  # "9" * 400 is inf
+        return parse_price(value)
 
     color_for = staticmethod(color_for)
 

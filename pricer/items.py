@@ -116,8 +116,10 @@ class Item(BaseModel):
     @classmethod
     def from_hub(cls, name: str) -> tuple[list[Self], list[Self], list[Self]]:
         """(train, val, test) Items from a Hub dataset, a local folder, or "embedded"."""
-        splits = read_splits(resolve(name, "items"), kind="items")
-        items = {split: _valid(rows, split, lambda row, where: cls.from_row(row, where)) for split, rows in splits.items()}
+        source = resolve(name, "items")
+        splits = read_splits(source, kind="items")
+        items = {split: _valid(rows, f"{source}: {split}", lambda row, where: cls.from_row(row, where))
+                 for split, rows in splits.items()}
         return items["train"], items["val"], items["test"]
 
     @staticmethod
@@ -155,8 +157,9 @@ def load_prompts(name: str, summary_tokens: int | None = None, tokenizer: str | 
     """{"train", "val", "test"} lists of {"prompt", "completion"} rows; bad rows skipped, counted.
 
     `summary_tokens` and `tokenizer` say how the embedded catalog's prompts are cut (pricer.sources)."""
-    splits = read_splits(resolve(name, "prompts", summary_tokens, tokenizer), kind="prompts")
-    return {split: _valid(rows, split, check_prompt_row) for split, rows in splits.items()}
+    source = resolve(name, "prompts", summary_tokens, tokenizer)
+    splits = read_splits(source, kind="prompts")
+    return {split: _valid(rows, f"{source}: {split}", check_prompt_row) for split, rows in splits.items()}
 
 
 def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
@@ -192,8 +195,9 @@ def _load_with_datasets(name: str, folder: Path) -> dict[str, list[dict]]:
     return {split: ds[split].to_list() for split in ds}
 
 
-def _valid(rows: list, split: str, check) -> list:
+def _valid(rows: list, where: str, check) -> list:
     """The rows `check` accepts; the rest counted in one line; none at all is an error naming the split."""
+    split = where.rpartition(": ")[2]
     valid, problems = [], []
     for i, row in enumerate(rows):
         try:
@@ -203,7 +207,7 @@ def _valid(rows: list, split: str, check) -> list:
     if problems:
         print(f"pricer: skipped {len(problems)} of {len(rows)} malformed {split} rows; first: {problems[0]}")
     if not valid:
-        raise DataError(f"the {split} split has no usable rows ({len(rows)} read"
+        raise DataError(f"{where.rpartition(': ')[0]}: the {split} split has no usable rows ({len(rows)} read"
                         f"{'; first problem: ' + problems[0] if problems else ''}).")
     return valid
 

@@ -62,6 +62,7 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600) -> No
     """Run one notebook with nbclient, showing per-cell progress; the executed copy is saved even on failure."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
     from tqdm.auto import tqdm
 
     from pricer.env import redact
@@ -75,6 +76,8 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600) -> No
                                 on_cell_executed=lambda **_: bar.update())
         try:
             client.execute()
+        except CellExecutionError as e:  # its message quotes the cell's printed output and traceback
+            raise CellExecutionError(redact(e.traceback), e.ename, redact(e.evalue)) from None
         finally:
             for cell in nb.cells:
                 for output in cell.get("outputs", []):
@@ -94,12 +97,15 @@ def _inject(nb, params: dict) -> None:
 
 
 def _redact_output(output, redact) -> None:
-    """No secret reaches an executed notebook: tokens printed by mistake become their names."""
-    if "text" in output:
-        output["text"] = redact(output["text"])
-    for mime, value in output.get("data", {}).items():
+    """No secret reaches an executed notebook: every string of an output goes through `redact`.
+
+    Stream text, every mime type's data (JSON ones are nested), an error's ename, evalue and each
+    (ANSI-coloured) traceback line, and metadata: a key printed by mistake becomes its name."""
+    for key, value in list(output.items() if isinstance(output, dict) else enumerate(output)):
         if isinstance(value, str):
-            output["data"][mime] = redact(value)
+            output[key] = redact(value)
+        elif isinstance(value, (dict, list)):
+            _redact_output(value, redact)
 
 
 def _run_dir(runs_dir: Path, preset: str, fresh: bool) -> Path:

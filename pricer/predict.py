@@ -35,26 +35,13 @@ prompt lengths are rounded up to a multiple of 16 so each shape compiles once: m
 import contextlib
 import hashlib
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pricer.errors import PricerError
-from pricer.prompts import PREFIX, make_prompt
+from pricer.prompts import PREFIX, prompt_of
 from pricer.speed import PAD_MULTIPLE, fuse_kernels
 
 STATS = ("mean", "median")
-
-
-def prompt_of(datapoint) -> str:
-    """The prompt of a {"prompt"} row, an Item (its prompt, else one made from its summary) or a str."""
-    if isinstance(datapoint, str):
-        return datapoint
-    get = datapoint.get if isinstance(datapoint, Mapping) else lambda name: getattr(datapoint, name, None)
-    if get("prompt"):
-        return get("prompt")
-    if get("summary"):
-        return make_prompt(get("summary"))
-    raise ValueError(f"{datapoint!r:.80} has no prompt or summary to predict a price from")
 
 
 @contextlib.contextmanager

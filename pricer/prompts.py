@@ -1,4 +1,4 @@
-"""The prompt format, exactly the course's, in one place.
+"""The prompt format, exactly the course's, and how a datapoint is read, in one place.
 
     prompt = make_prompt(truncate(tokenizer, summary, 110))
     # "What does this cost to the nearest dollar?\n\n{summary}\n\nPrice is $"
@@ -7,23 +7,38 @@
 
 Training on rounded prices gives the model one target per item; testing on the exact price
 scores it against the truth.
+
+A datapoint is an Item (or anything with `.summary` / `.title` / `.prompt`) or a prompt row
+{"prompt", "completion"}. `text_of` (the product text), `title_of` and `prompt_of` read either,
+so the baselines, the frontier models and the human baseline see the same text.
 """
 
 import math
 import re
+from collections.abc import Mapping
 
 QUESTION = "What does this cost to the nearest dollar?"
 PREFIX = "Price is $"
 MIN_PRICE, MAX_PRICE = 0.5, 999.49  # the course's price window
 PRICE = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
+PARTIAL = "\ufffd"  # what a tokenizer decodes the first bytes of a multi-byte character to
 
 
 def truncate(tokenizer, text: str, max_tokens: int) -> str:
-    """The text cut to at most `max_tokens` tokens, so every prompt fits the training length."""
+    """The text cut to at most `max_tokens` tokens, so every prompt fits the training length.
+
+    A cut can fall inside a character that spans several tokens (U+202F, an emoji, a math letter:
+    byte-level tokenizers split their UTF-8 bytes), and its decoded prefix then ends in U+FFFD:
+    the cut backs off to the last whole character instead."""
     tokens = tokenizer.encode(text, add_special_tokens=False)
     if len(tokens) <= max_tokens:
         return text
-    return tokenizer.decode(tokens[:max_tokens]).rstrip()
+    whole = tokenizer.decode(tokens)
+    for end in range(max_tokens, 0, -1):
+        cut = tokenizer.decode(tokens[:end])
+        if not cut.endswith(PARTIAL) or whole.startswith(cut):  # a U+FFFD the text itself has stays
+            return cut.rstrip()
+    return ""
 
 
 def make_prompt(summary: str) -> str:
@@ -55,3 +70,43 @@ def read_price(value) -> float:
     if not math.isfinite(value):
         raise ValueError(f"not a finite price: {value!r}")
     return float(value)
+
+
+def _field(datapoint, name: str):
+    return datapoint.get(name) if isinstance(datapoint, Mapping) else getattr(datapoint, name, None)
+
+
+def text_of(datapoint) -> str:
+    """The product text: an Item's summary (else its title), or the summary inside a prompt row."""
+    if isinstance(datapoint, Mapping):
+        prompt = datapoint.get("prompt")
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt row needs a 'prompt' string, got keys {sorted(datapoint)}")
+        return prompt.removeprefix(QUESTION).removesuffix(PREFIX).strip()
+    text = _field(datapoint, "summary") or _field(datapoint, "title")
+    if not text:
+        raise ValueError(f"{datapoint!r:.80} has neither a summary nor a title to read")
+    return text.strip()
+
+
+def title_in(text: str) -> str:
+    """A product text's 'Title:' line (the course's summaries start with one), else its first line."""
+    match = re.search(r"^Title:\s*(.+)$", text, re.M)
+    return (match.group(1) if match else (text.strip().splitlines() or [""])[0]).strip()
+
+
+def title_of(datapoint) -> str:
+    """The product title: an Item's title, or the 'Title:' line of a prompt row's text."""
+    title = None if isinstance(datapoint, Mapping) else _field(datapoint, "title")
+    return title.strip() if title else title_in(text_of(datapoint))
+
+
+def prompt_of(datapoint) -> str:
+    """The prompt of a {"prompt"} row, an Item (its prompt, else one made from its summary) or a str."""
+    if isinstance(datapoint, str):
+        return datapoint
+    if _field(datapoint, "prompt"):
+        return _field(datapoint, "prompt")
+    if _field(datapoint, "summary"):
+        return make_prompt(_field(datapoint, "summary"))
+    raise ValueError(f"{datapoint!r:.80} has no prompt or summary to predict a price from")

@@ -103,6 +103,8 @@ def test_color_bands(error, truth, color):
 @pytest.mark.parametrize("value, parsed", [
     ("$1,234.50", 1234.5), ("349.99 what is", 349.99), ("Price is $42", 42.0), (".5 dollars", 0.5),
     ("no number", None), ("", None), (None, None), (float("nan"), None), (42, 42), (3.5, 3.5),
+    ("-4.5", -4.5), ("-4", -4.0), ("around $7.5.", 7.5), ("10-15", 10.0),  # the first number, as the course
+    ("the X-100 costs $45", 100.0),  # a "-" after a letter is no minus sign
 ])
 def test_post_process(value, parsed):
     assert ev.Tester.post_process(value) == parsed

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import pricer.env as env
 import pricer.frontier as frontier
 from pricer.catalog import make_splits
 from pricer.errors import PricerError
@@ -20,14 +21,24 @@ from pricer.prompts import make_prompt
 FAKE_KEY = "sk-test-0123456789abcdefSECRET"
 
 
+LONG_KEY = "sk-proj-" + "Ab3xQ9" * 25  # 158 characters: longer than any cut an error message makes
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No real keys, no .env, results in a temporary folder, no retry waits."""
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(frontier, "load_secrets", lambda: [])  # a developer's .env must not leak in
+    monkeypatch.setattr(env, "DOTENV", tmp_path / "no.env")  # a developer's .env must not leak in
     monkeypatch.setattr(frontier.time, "sleep", lambda seconds: None)
     monkeypatch.setenv("PRICER_RESULTS", str(tmp_path / "results"))
+
+
+def assert_hidden(text: str, key: str) -> None:
+    """No piece of the key long enough to identify it, and no credential header, in `text`."""
+    pieces = {key[i:i + env.MIN_PREFIX] for i in range(len(key) - env.MIN_PREFIX + 1)}
+    assert not any(piece in text for piece in pieces), text
+    assert "bearer" not in text.lower() and "authorization" not in text.lower(), text
 
 
 def closed_port() -> int:
@@ -162,3 +173,63 @@ def test_predictor_name_gives_the_courses_chart_title():
 
     predictor = FrontierPredictor("gpt-4.1-nano", "http://x/v1", "OPENAI_API_KEY")
     assert Tester.make_title(predictor) == "GPT 4.1 Nano"
+
+
+def test_a_key_with_a_trailing_line_break_is_sent_clean_and_the_environment_left_alone(monkeypatch, fake_api):
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY + "\n")  # pasted into .env or Colab with its newline
+    predictor = frontier_predictor("gpt-4.1-nano", base_url=fake_api["url"])
+    assert predictor({"prompt": make_prompt("Title: Kettle"), "completion": "30.00"}) == 1234.5
+    assert fake_api["requests"][0]["auth"] == f"Bearer {FAKE_KEY}"
+    assert env.os.environ["OPENAI_API_KEY"] == FAKE_KEY + "\n"  # read, not rewritten
+
+
+def test_a_key_in_dotenv_is_used_without_writing_the_environment(monkeypatch, tmp_path, fake_api):
+    (tmp_path / ".env").write_text(f'OPENAI_API_KEY="{FAKE_KEY}\\n"\n')  # a quoted value with \n in it
+    monkeypatch.setattr(env, "DOTENV", tmp_path / ".env")
+    predictor = frontier_predictor("gpt-4.1-nano", base_url=fake_api["url"])
+    assert predictor({"prompt": make_prompt("Title: Kettle"), "completion": "30.00"}) == 1234.5
+    assert fake_api["requests"][0]["auth"] == f"Bearer {FAKE_KEY}"
+    assert "OPENAI_API_KEY" not in env.os.environ
+
+
+@pytest.mark.parametrize("status, body", [
+    (400, {"error": {"message": f"bad request: headers were {{'Authorization': 'Bearer {LONG_KEY}'}}"}}),
+    (400, {"error": {"message": "x" * 150 + f" Bearer {LONG_KEY}"}}),  # the API's message is cut at 200
+    (400, {"error": {"message": f"Invalid token {LONG_KEY}\n from Authorization: Bearer {LONG_KEY}"}}),
+    (200, {"choices": []}),
+    (200, {"choices": [{"message": {"content": ["a", "list"]}}]}),
+    (200, {"unexpected": f"Bearer {LONG_KEY}"}),
+    (500, {"error": {"message": f"upstream saw {LONG_KEY[:80]}"}}),  # retried, then given up: a prefix
+])
+def test_api_errors_show_no_key_and_no_header(monkeypatch, fake_api, status, body):
+    monkeypatch.setenv("OPENAI_API_KEY", LONG_KEY + "\n")
+    fake_api.update(status=status, body=body)
+    predictor = frontier_predictor("gpt-4.1-nano", base_url=fake_api["url"])
+    with pytest.raises(PricerError, match="gpt-4.1-nano: (HTTP|unexpected answer format)") as failure:
+        predictor({"prompt": make_prompt("Title: Kettle"), "completion": "30.00"})
+    assert_hidden(str(failure.value), LONG_KEY)
+    assert failure.value.__cause__ is None and (failure.value.__context__ is None or failure.value.__suppress_context__)
+
+
+def test_an_exception_that_quotes_the_header_is_not_quoted(monkeypatch, fake_api):
+    """http.client's own message for a bad header holds it: "Invalid header value b'Bearer sk-...'"."""
+    def urlopen(request, timeout):
+        header = request.get_header("Authorization").encode() + b"\n"
+        raise ValueError(f"Invalid header value {header!r}")
+
+    monkeypatch.setenv("OPENAI_API_KEY", LONG_KEY)
+    predictor = frontier_predictor("gpt-4.1-nano", base_url=fake_api["url"])
+    monkeypatch.setattr(frontier.urllib.request, "urlopen", urlopen)
+    with pytest.raises(PricerError, match=r"the request failed \(ValueError\)") as failure:
+        predictor({"prompt": make_prompt("Title: Kettle"), "completion": "30.00"})
+    assert_hidden(str(failure.value), LONG_KEY)
+
+
+@pytest.mark.parametrize("key", ["sk-test-0123\n456789abcdef", "sk-test 0123456789abcdef", "sk-tést-0123456789abcdef"])
+def test_a_key_no_header_can_carry_is_refused_by_name_before_sending(monkeypatch, fake_api, key):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    predictor = frontier_predictor("gpt-4.1-nano", base_url=fake_api["url"])
+    with pytest.raises(PricerError, match="OPENAI_API_KEY has a space, line break or non-ASCII") as failure:
+        predictor({"prompt": make_prompt("Title: Kettle"), "completion": "30.00"})
+    assert fake_api["requests"] == []
+    assert_hidden(str(failure.value), key)

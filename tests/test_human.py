@@ -8,7 +8,8 @@ import pytest
 from pricer.catalog import make_splits
 from pricer.human import (COLUMNS, human_predictor, load_human_guesses, template_for_preset,
                           write_human_template)
-from pricer.prompts import make_prompt
+from pricer.items import DataError, Item
+from pricer.prompts import make_prompt, text_of
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +81,20 @@ def test_a_template_from_prompt_rows_is_matched_by_text(test_items, tmp_path):
     assert human_predictor(path)(rows[3]) == 40
 
 
-def test_blank_and_unreadable_guesses_are_named(test_items, tmp_path):
+def test_blank_and_unreadable_guesses_are_named_by_file_line_and_row(test_items, tmp_path):
     path = write_human_template(test_items, tmp_path / "human.csv", size=5)
     fill(path, ["10", "", "12", "about twenty", "-4"])
-    with pytest.raises(ValueError) as failure:
+    with pytest.raises(DataError) as failure:
         load_human_guesses(path)
     message = str(failure.value)
-    assert "3 guess(es)" in message
-    assert "line 3" in message and "line 5" in message and "line 6" in message
-    assert "line 2 " not in message and "line 4 " not in message
+    assert str(path) in message and "3 guess(es)" in message
+    lines = path.read_text(encoding="utf-8").splitlines()  # a summary spans several lines of the file
+    starts = [next(n for n, text in enumerate(lines, 1) if text.startswith(f"{item.id},")) for item in test_items[:5]]
+    assert starts[1] > 3  # so a line number is not a row number here
+    for i, row in ((1, 3), (3, 5), (4, 6)):  # spreadsheet rows: the header is row 1
+        assert f"line {starts[i]} (row {row})" in message
+    for i in (0, 2):
+        assert f"line {starts[i]} " not in message
 
 
 def test_an_item_nobody_guessed_is_an_error_naming_it(test_items, tmp_path):
@@ -115,8 +121,93 @@ def test_unusable_files_are_refused(tmp_path):
 
 
 def test_cli_helper_writes_the_presets_test_items(tmp_path):
-    from pricer.items import Item
-
     path = template_for_preset(tmp_path / "human.csv", size=4, preset="tiny")
     _, _, test = Item.from_hub("embedded")
     assert [r["title"] for r in read(path)] == [item.title for item in test[:4]]
+
+
+def test_cli_writes_a_template_from_any_items_folder(test_items, tmp_path, capsys):
+    from pricer.cli import main
+
+    folder = Item.save_items(tmp_path / "my_items", test_items[:3], test_items[3:6], test_items[6:12])
+    main(["human-template", "--items", str(folder), "--out", str(tmp_path / "mine.csv"), "--size", "4"])
+    assert [r["title"] for r in read(tmp_path / "mine.csv")] == [item.title for item in test_items[6:10]]
+    assert "mine.csv" in capsys.readouterr().out
+    with pytest.raises(DataError, match="none: the test split has no usable rows"):
+        template_for_preset(tmp_path / "x.csv", items=str(Item.save_items(tmp_path / "none", test_items[:1],
+                                                                           test_items[1:2], [])))
+
+
+# The course's week-6 human_in.csv / human_out.csv (ed-donner/llm_engineering, read at commit 109b683e7):
+# no header, two columns (the item's summary, the guess: 0 in human_in.csv), written by csv.writer, so
+# rows end in CRLF while the quoted summaries break their lines with "  \n"; 100 rows, human_out.csv
+# has no final line break and whole-dollar guesses. These rows copy that layout with our products.
+
+def course_items(test_items, n=6) -> list:
+    """Items whose summaries are laid out like the course's (Markdown breaks, a quoted inch mark)."""
+    return [Item(title=f"Widget {i}", category="Tools", price=item.price, id=item.id,
+                 summary=f'Title: Widget {i} 10.6" Model  \nCategory: Tools  \nBrand: Acme  \n'
+                         f"Description: {item.summary.splitlines()[-1]}  \nDetails: part {i}, \u2011 long life.")
+            for i, item in enumerate(test_items[:n])]
+
+
+def write_course_csv(path, items, guesses, final_newline=False) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([item.summary, guess] for item, guess in zip(items, guesses))
+    if not final_newline:
+        path.write_bytes(path.read_bytes().removesuffix(b"\r\n"))
+
+
+def test_the_courses_headerless_human_out_csv_loads_as_it_is(test_items, tmp_path):
+    from pricer.evaluator import evaluate
+
+    items = course_items(test_items)
+    guesses = [120, 300, 43, 55, 12, 220]
+    write_course_csv(tmp_path / "human_out.csv", items, guesses)
+    predictor = human_predictor(tmp_path / "human_out.csv")
+    assert predictor.size == 6
+    assert [predictor(item) for item in reversed(items)] == guesses[::-1]  # matched by text, any order
+    cut = {"prompt": make_prompt(items[2].summary.split("Brand:")[0]), "completion": "0"}
+    assert predictor(cut) == 43  # a prompt whose summary was cut: matched by its Title line
+    result = evaluate(predictor, items, size=predictor.size)
+    assert result.metrics["error"] == pytest.approx(np.mean([abs(g - i.price) for g, i in zip(guesses, items)]))
+    rows = load_human_guesses(tmp_path / "human_out.csv")
+    assert [r["title"] for r in rows] == [f'Widget {i} 10.6" Model' for i in range(6)]
+    assert [r["text"] for r in rows] == [text_of(item) for item in items]
+
+
+def test_the_courses_unfilled_human_in_csv_is_refused_as_a_template(test_items, tmp_path):
+    write_course_csv(tmp_path / "human_in.csv", course_items(test_items), [0] * 6, final_newline=True)
+    with pytest.raises(DataError, match=r"human_in\.csv: 6 guess\(es\).*unfilled human_in\.csv"):
+        load_human_guesses(tmp_path / "human_in.csv")
+
+
+def test_a_bad_row_of_a_headerless_file_is_named_by_its_line(test_items, tmp_path):
+    items = course_items(test_items, n=3)
+    path = tmp_path / "human_out.csv"
+    write_course_csv(path, items, [10, "a lot", 30])
+    with pytest.raises(DataError) as failure:
+        load_human_guesses(path)
+    assert str(path) in str(failure.value) and "guess 'a lot'" in str(failure.value)
+    assert "line 6 (row 2) ('Widget 1 10.6\" Model')" in str(failure.value)  # five lines per summary
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write('\r\n"Title: Widget 9",12,extra\r\n')
+    with pytest.raises(DataError, match=r"line 16 \(row 4\).*3 columns"):
+        load_human_guesses(path)
+
+
+def test_a_guess_is_read_like_any_answer(test_items, tmp_path):
+    from pricer.evaluator import Tester
+
+    path = write_human_template(test_items, tmp_path / "human.csv", size=4)
+    written = ["$1,234.50", " 49 ", "about 20 dollars", "US$7.5"]
+    fill(path, written)
+    assert [r["guess"] for r in load_human_guesses(path)] == [Tester.post_process(w) for w in written]
+
+
+def test_a_datapoint_matched_by_two_rows_with_different_guesses_names_them(test_items, tmp_path):
+    items = course_items(test_items, n=2)
+    write_course_csv(tmp_path / "twice.csv", [items[0], items[1], items[0]], [10, 20, 30])
+    predictor = human_predictor(tmp_path / "twice.csv")
+    with pytest.raises(DataError, match=r"twice\.csv: no single human guess .*line 1 and line 11"):
+        predictor(items[0])

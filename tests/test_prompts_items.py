@@ -29,6 +29,28 @@ def test_truncate_caps_tokens_and_keeps_short_text(tokenizer):
     assert truncate(tokenizer, "short text", 20) == "short text"
 
 
+MULTI_BYTE = ("Title: 6000\u202fmAh Battery 🔋 for 𝐆𝐚𝐥𝐚𝐱𝐲 Tab\u202fS3 😀👍🏽 ∑ 𝓟𝓻𝓸 — 10\u202f× zoom "
+              "café naïve 日本語 🇯🇵 ü" * 3)
+
+
+def test_truncate_never_splits_a_character(tokenizer):
+    tokens = tokenizer.encode(MULTI_BYTE, add_special_tokens=False)
+    naive = [tokenizer.decode(tokens[:n]) for n in range(1, len(tokens))]
+    assert sum(cut.endswith("\ufffd") for cut in naive) > 10  # the text does split characters
+    cuts = [truncate(tokenizer, MULTI_BYTE, n) for n in range(1, len(tokens))]
+    for n, cut in enumerate(cuts, start=1):
+        assert "\ufffd" not in cut and MULTI_BYTE.startswith(cut)
+        assert len(tokenizer.encode(cut, add_special_tokens=False)) <= n
+    assert [len(c) for c in cuts] == sorted(len(c) for c in cuts)  # a longer cap never keeps less
+    assert cuts[-1].startswith(MULTI_BYTE[:len(MULTI_BYTE) // 2])  # backs off a character, not the text
+
+
+def test_truncate_keeps_a_replacement_character_the_text_has(tokenizer):
+    text = "Title: Broken \ufffd byte in the source " + "word " * 50
+    count = len(tokenizer.encode("Title: Broken \ufffd", add_special_tokens=False))
+    assert truncate(tokenizer, text, count) == "Title: Broken \ufffd"
+
+
 def test_item_prompts_and_token_counts(tokenizer):
     item = Item(**ROW)
     item.make_prompts(tokenizer, max_tokens=110, do_round=True)
