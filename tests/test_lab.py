@@ -24,7 +24,7 @@ def test_every_notebook_is_stored_without_outputs_and_has_one_parameters_cell():
 
 def test_injected_parameters_follow_the_parameters_cell():
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
-    lab._inject(nb, {"PRESET": "lite", "OUTPUT_DIR": "/x"})
+    lab.inject(nb, {"PRESET": "lite", "OUTPUT_DIR": "/x"})
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     assert nb.cells[index + 1].source.splitlines()[1:] == ["PRESET = 'lite'", "OUTPUT_DIR = '/x'"]
 
@@ -32,7 +32,7 @@ def test_injected_parameters_follow_the_parameters_cell():
 def test_an_interrupted_lab_resumes_with_the_unfinished_notebooks(tmp_path, monkeypatch):
     calls = []
 
-    def execute(source, target, params, timeout):
+    def execute(source, target, params, timeout, env=None):
         calls.append(source.stem)
         if len(calls) == 3:
             raise KeyboardInterrupt  # Colab disconnect during notebook 3
@@ -51,8 +51,8 @@ def test_an_interrupted_lab_resumes_with_the_unfinished_notebooks(tmp_path, monk
 
 def test_what_the_notebooks_write_lands_in_the_run_folder_the_report_reads(tmp_path, monkeypatch):
     """As the README runs it: a relative runs folder, each kernel working inside its run folder."""
-    def execute(source, target, params, timeout):
-        results = target.parent / params["RESULTS_DIR"]  # the kernel's working directory is target.parent
+    def execute(source, target, params, timeout, env=None):
+        results = target.parent / params["LAB_DIR"] / "results"  # the kernel's working directory is target.parent
         results.mkdir(exist_ok=True)
         (results / f"{source.stem}.json").write_text("{}")
         target.write_text("{}")
