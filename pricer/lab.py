@@ -79,9 +79,9 @@ def kernel_env(t4: bool = False) -> dict:
 
 
 def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: dict | None = None,
-            cwd: Path | None = None) -> None:
+            cwd: Path | None = None, extra_cells=()) -> None:
     """Run one notebook with nbclient in `cwd` (default: the target's folder), showing per-cell progress;
-    the executed copy is saved, redacted, even on failure."""
+    the executed copy is saved, redacted, even on failure. `extra_cells` are appended code (rehearsals)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -91,6 +91,7 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: 
 
     nb = nbformat.read(source, as_version=4)
     inject(nb, params)
+    nb.cells += [nbformat.v4.new_code_cell(text, metadata={"tags": ["injected"]}) for text in extra_cells]
     code = sum(c.cell_type == "code" for c in nb.cells)
     with tqdm(total=code, desc=source.stem, unit="cell") as bar:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",

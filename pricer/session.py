@@ -100,7 +100,7 @@ def read_settings(folder: Path) -> dict | None:
         return None
     record = read_json(path, "lab settings file", "delete it to choose the preset again")
     if record.get("preset") not in PRESETS or not isinstance(record.get("settings", {}), dict):
-        raise DataError(f"{path}: names no known preset ({record.get('preset')!r}); delete it to choose again")
+        raise DataError(f"{path}: names no known preset {record.get('preset')!r}; delete it to choose again")
     return record
 
 

@@ -1,0 +1,166 @@
+"""Accuracy: the smol preset's fine-tuned SmolLM2 against every traditional baseline, same rows, same items.
+
+    python bench/accuracy.py                      # GPU: sweep on the validation split, then 2 seeds of the best
+    python bench/accuracy.py --no-sweep           # the smol preset as it is, 2 seeds
+    python bench/accuracy.py --smoke              # CPU, a few steps: checks the script runs (~3 min)
+
+For each training seed the preset is trained with `pricer.train.train` (its own run folder), and
+the adapter is scored on every test item with the batched expected price and median
+(`PricePredictor`) and greedy generation (the course's `model_predict`, batched); every baseline
+in `pricer.baselines` is fitted on the same training prompt rows and scored on the same items.
+The sweep trains a few nearby configurations on seed 0 at once (a 135M model leaves an H200 mostly
+idle, so they run as parallel processes) and picks the best by the expected price's error on the
+validation split, never the test split. Writes bench/results/accuracy.json: `machine`, `preset`,
+`seeds`: seed -> {`errors`: predictor -> dollars, `train_s`}, and `sweep` when one ran.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+SEEDS = (0, 1)
+# Nearby configurations for the sweep: (label, preset values). The smol preset itself is the first.
+SWEEP = (
+    ("preset", {}),
+    ("lr 1e-3", {"learning_rate": 1e-3}),
+    ("lr 3e-4, 4 epochs", {"learning_rate": 3e-4, "epochs": 4}),
+    ("r 128", {"lora_r": 128, "lora_alpha": 256}),
+    ("batch 32, lr 1e-3", {"batch_size": 32, "learning_rate": 1e-3}),
+    ("longer summaries", {"summary_tokens": 96, "max_length": 128}),
+)
+
+
+def machine() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    versions = {}
+    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return {"gpu": gpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(), **versions}
+
+
+def one(settings: dict, seed: int, out: Path, split: str, max_steps: int | None) -> dict:
+    """Train one configuration and score it on `split`: the job each sweep / seed process runs."""
+    from pricer.config import get_preset
+    from pricer.evaluator import evaluate
+    from pricer.items import load_prompts
+    from pricer.models import load_finetuned, load_tokenizer
+    from pricer.predict import GenerationPredictor, PricePredictor
+    from pricer.sources import resolve_preset
+    from pricer.train import train
+
+    os.environ["PRICER_RESULTS"] = str(out / "results")  # each job's evaluation cache of its own
+    preset = resolve_preset(get_preset("smol", **settings))
+    start = time.perf_counter()
+    result = train(preset, out / "outputs", seed=seed, max_steps=max_steps)
+    train_s = time.perf_counter() - start
+    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)[split]
+    model = load_finetuned(preset.base_model, str(result.run_dir), preset.quant)
+    tokenizer = load_tokenizer(preset.base_model)
+    errors = {}
+    predictors = {"fine_tuned_expected": PricePredictor(model, tokenizer, stat="mean"),
+                  "fine_tuned_median": PricePredictor(model, tokenizer, stat="median")}
+    if split == "test":
+        predictors["fine_tuned_greedy"] = GenerationPredictor(model, tokenizer)
+    for name, predictor in predictors.items():
+        errors[name] = evaluate(predictor, rows, size=len(rows), save=False, title=name).metrics["error"]
+    return {"settings": settings, "seed": seed, "errors": errors, "train_s": round(train_s, 1),
+            "steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+            "eval_losses": result.eval_losses}
+
+
+def baselines(settings: dict) -> dict:
+    """Every traditional baseline fitted on the preset's training prompt rows, scored on all test rows."""
+    from pricer.baselines import fit_all
+    from pricer.config import get_preset
+    from pricer.evaluator import evaluate
+    from pricer.items import load_prompts
+    from pricer.sources import resolve_preset
+
+    preset = resolve_preset(get_preset("smol", **settings))
+    prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
+    train_rows = prompts["train"][:preset.train_rows] if preset.train_rows else prompts["train"]
+    fitted = fit_all(train_rows)
+    test = prompts["test"]
+    return {name: evaluate(p, test, size=len(test), save=False, title=name).metrics["error"]
+            for name, p in fitted.items()}
+
+
+def in_parallel(jobs: list[tuple[dict, int, str]], work: Path, max_steps: int | None) -> list[dict]:
+    """Run each (settings, seed, split) job as its own process on the one GPU; their results in order."""
+    procs = []
+    for i, (settings, seed, split) in enumerate(jobs):
+        out = work / f"job{i}"
+        out.mkdir(parents=True, exist_ok=True)
+        spec = json.dumps({"settings": settings, "seed": seed, "split": split, "out": str(out), "max_steps": max_steps})
+        log = (out / "log.txt").open("w")
+        procs.append((subprocess.Popen([sys.executable, __file__, "--job", spec], stdout=log, stderr=subprocess.STDOUT),
+                      out))
+    results = []
+    for proc, out in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"job in {out} failed:\n{(out / 'log.txt').read_text()[-3000:]}")
+        results.append(json.loads((out / "result.json").read_text()))
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="CPU check: 6 steps, no sweep, 1 seed")
+    p.add_argument("--job", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
+    args = p.parse_args()
+    if args.job:
+        job = json.loads(args.job)
+        result = one(job["settings"], job["seed"], Path(job["out"]), job["split"], job["max_steps"])
+        Path(job["out"], "result.json").write_text(json.dumps(result))
+        return
+    from pricer.config import get_preset, settings_of
+
+    max_steps = 6 if args.smoke else None
+    work = Path(tempfile.mkdtemp(prefix="pricer-accuracy-"))
+    started = time.perf_counter()
+    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    chosen = {}
+    if not (args.no_sweep or args.smoke):
+        sweep = in_parallel([(settings, SEEDS[0], "val") for _, settings in SWEEP], work / "sweep", max_steps)
+        report["sweep"] = [{"label": label, **r} for (label, _), r in zip(SWEEP, sweep)]
+        best = min(report["sweep"], key=lambda r: r["errors"]["fine_tuned_expected"])
+        chosen = best["settings"]
+        print(f"sweep: best on validation is {best['label']!r} (${best['errors']['fine_tuned_expected']:.2f})")
+    seeds = SEEDS[:1] if args.smoke else SEEDS
+    runs = in_parallel([(chosen, seed, "test") for seed in seeds], work / "seeds", max_steps)
+    traditional = baselines(chosen)  # the same training rows and test items for every seed
+    report["preset"] = {"name": "smol", "settings": settings_of(get_preset("smol", **chosen)),
+                        **get_preset("smol", **chosen).to_dict()}
+    report["seeds"] = {str(r["seed"]): {"errors": {**r["errors"], **traditional}, "train_s": r["train_s"],
+                                        "steps": r["steps"], "eval_losses": r["eval_losses"]} for r in runs}
+    best_name = min(traditional, key=traditional.get)
+    report["best_traditional"] = {"name": best_name, "error": traditional[best_name]}
+    report["lead_over_best_traditional"] = {
+        seed: round(1 - s["errors"]["fine_tuned_expected"] / traditional[best_name], 3)
+        for seed, s in report["seeds"].items()}
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("best_traditional", "lead_over_best_traditional", "wall_s")}, indent=1))
+    for seed, s in report["seeds"].items():
+        print(seed, {k: round(v, 2) for k, v in sorted(s["errors"].items(), key=lambda kv: kv[1])})
+
+
+if __name__ == "__main__":
+    main()
