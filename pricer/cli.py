@@ -2,6 +2,7 @@
 
     python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
     python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
+    python -m pricer data --out data/lite --train 20000 --val 1000 --test 1000   # any sizes
     python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
     python -m pricer evaluate --preset lite   # the newest adapter's expected prices on the test split
     python -m pricer human-template --out human.csv   # test products for a class to price
@@ -13,12 +14,17 @@ import sys
 
 def data(args) -> None:
     """Write the embedded catalog's items and prompts to a folder."""
-    from pricer.catalog import write_catalog
+    from pricer.catalog import SIZES, write_catalog
     from pricer.config import get_preset
 
     preset = get_preset(args.preset)
-    out = write_catalog(args.out, seed=args.seed, summary_tokens=preset.summary_tokens)
-    print(f"pricer: catalog written to {out}/items and {out}/prompts-{preset.summary_tokens}")
+    sizes = {split: SIZES[split] if getattr(args, split) is None else getattr(args, split) for split in SIZES}
+    bad = [f"--{split} {size}" for split, size in sizes.items() if size < 0]
+    if bad:
+        raise SystemExit(f"pricer: {', '.join(bad)}: a split's size is a number of rows, 0 or more")
+    out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
+    print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
+          f"and {out}/prompts-{preset.summary_tokens}")
 
 
 def lab(args) -> None:
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
+    for split, size in (("train", "4,000"), ("val", "200"), ("test", "400")):
+        p.add_argument(f"--{split}", type=int, metavar="ROWS", help=f"{split} rows (default: the catalog's {size})")
     p.set_defaults(run=data)
 
     p = commands.add_parser("lab", help="execute the five notebooks in order and write report.html")
