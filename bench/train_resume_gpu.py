@@ -32,7 +32,7 @@ def main(out: Path, smoke: bool = False) -> dict:
     from transformers import TrainerCallback
 
     from pricer.memory import ModelShape
-    from pricer.train import build_trainer, last_checkpoint, plan_setup
+    from pricer.train import applied_setup, build_trainer, last_checkpoint, plan_setup
 
     shape = tt.SMOKE if smoke else tt.LLAMA_3B
     rows = tt.make_rows(32 * 6, shape["vocab_size"])
@@ -80,7 +80,7 @@ def main(out: Path, smoke: bool = False) -> dict:
                 for n in straight_lora if "lora_B" in n]
 
     report = {"machine": tt.machine(), "steps": resumed.state.global_step,
-              "resumed_compiled": resumed.pricer_setup.compiled, "straight_losses": straight_losses,
+              "resumed_compiled": applied_setup(resumed).compiled, "straight_losses": straight_losses,
               "resumed_losses": resumed_losses,
               "lora_B_relative_gap_resumed": {"max": max(gaps(resumed_lora)), "mean": mean(gaps(resumed_lora))},
               "lora_B_relative_gap_rerun": {"max": max(gaps(again_lora)), "mean": mean(gaps(again_lora))}}
