@@ -32,7 +32,8 @@ def main(out: Path, smoke: bool = False) -> dict:
     from transformers import TrainerCallback
 
     from pricer.memory import ModelShape
-    from pricer.train import applied_setup, build_trainer, last_checkpoint, plan_setup
+    from pricer.runs import last_checkpoint
+    from pricer.train import Options, applied_setup, build_trainer, plan_setup
 
     shape = tt.SMOKE if smoke else tt.LLAMA_3B
     rows = tt.make_rows(32 * 6, shape["vocab_size"])
@@ -42,8 +43,9 @@ def main(out: Path, smoke: bool = False) -> dict:
 
     def trainer(run: str, resuming: bool = False):
         model = tt.load_4bit(tmp / "model", torch.float32 if smoke else torch.bfloat16)
-        setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows], 14.0)
-        return build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, tmp / run, max_steps=6,
+        setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
+                           Options(budget_gb=14.0))
+        return build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, tmp / run, Options(max_steps=6),
                              resuming=resuming)
 
     def finish(t) -> tuple[dict, list[float]]:
