@@ -28,8 +28,8 @@ model after a quick LoRA (bench/README.md) greedy generation scored $87 (every a
 depth instead of 99% of the mass gave $70: a lightly tuned model spreads its belief widely.
 
 On a GPU, for one-token numbers, the model's RMSNorm, SwiGLU and rotary embeddings are compiled
-into fused kernels (`pricer.speed.fuse_kernels`, the model is changed in place; same math) and
-prompt lengths are rounded up to a multiple of 16 so each shape compiles once: measured ~1.3x.
+into fused kernels (`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same
+math) and prompt lengths are rounded up to a multiple of 16 so each shape compiles once: measured ~1.3x.
 """
 
 import contextlib
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.speed import PAD_MULTIPLE, fuse_kernels
+from pricer.patches.torch import PAD_MULTIPLE
+from pricer.patches.transformers import fuse_kernels
 
 STATS = ("mean", "median")
 

@@ -16,7 +16,7 @@ it. Measured effects: bench/README.md.
 import weakref
 
 from pricer.patches.bitsandbytes import paged_waits_only
-from pricer.patches.torch import compiled, compiler_works
+from pricer.patches.torch import PAD_MULTIPLE, compiled, compiler_works
 from pricer.patches.transformers import fuse_kernels, with_train_sampler
 from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
 
@@ -24,7 +24,6 @@ __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_la
            "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_without_syncs",
            "score_completions_only"]
 
-PAD_MULTIPLE = 16  # batch lengths rounded up to this: a few shapes, each compiled once
 _compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
 
 

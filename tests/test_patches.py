@@ -155,7 +155,8 @@ def test_trl_plain_nll_path_is_the_one_lazy_metrics_replays():
                  'elif self.label_smoother is not None and self.args.loss_type == "nll":',
                  "if self.aux_loss_enabled:"):
         assert line in source, line
-    assert {"log_probs", "entropy", "is_top1", "label_mask"} <= {f.name for f in dataclasses.fields(FusedCausalLMOutput)}
+    fields = {f.name for f in dataclasses.fields(FusedCausalLMOutput)}
+    assert {"log_probs", "entropy", "is_top1", "label_mask"} <= fields
     assert list(inspect.signature(SFTTrainer.compute_loss).parameters) == [
         "self", "model", "inputs", "return_outputs", "num_items_in_batch"]
     assert source_digest(SFTTrainer.compute_loss) == "fc5223add31c"
@@ -252,6 +253,18 @@ def test_bitsandbytes_marks_paged_states_is_paged():
     assert "out.is_paged = True" in inspect.getsource(F.get_paged)
     assert "F.get_paged(" in inspect.getsource(Optimizer8bit.get_state_buffer)
     assert 'is_paged = getattr(s1, "is_paged", False)' in inspect.getsource(Optimizer8bit.prefetch_state)
+
+
+def test_bitsandbytes_cpu_repacking_is_what_train_guards_against():
+    """pricer.train.keep_weights_packed_for_training / check_fresh (not a fenced patch: train.py's) read these."""
+    import bitsandbytes.functional as F
+    from bitsandbytes.nn import Linear4bit
+
+    forward = inspect.getsource(Linear4bit.forward)
+    assert "and self.support_avx512bf16_for_cpu" in forward and "_convert_weight_packed_for_cpu(" in forward
+    assert 'not getattr(quant_state, "packing_format_for_cpu", False)' in forward
+    assert "self.support_avx512bf16_for_cpu = has_avx512bf16()" in inspect.getsource(Linear4bit.__init__)
+    assert "quant_state.packing_format_for_cpu = True" in inspect.getsource(F._convert_weight_packed_for_cpu)
 
 
 # ----- torch -----

@@ -10,6 +10,8 @@ instead), and the library's stock behaviour runs: still correct, only slower or 
 is on or announced off, never silently skipped; `pricer.memory.plan_batches` reads `status()` so
 the preflight never counts on a patch that is off. Nothing here changes global state on import:
 each patch applies to pricer's own model, trainer or optimizer class, or for the length of a call.
+These modules import only `pricer.errors` from pricer, so predictors (`pricer.predict`) and training
+(`pricer.speed`, `pricer.memory`) both build on them without importing upwards.
 
     trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log
     transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused
@@ -21,29 +23,35 @@ changes (source, signature, attribute or key names), so a version bump is caught
 student's notebook. To admit a new version: pin it, run tests/test_patches.py, re-read the upstream
 code each failing canary names, adjust the patch and the canary, then add the version to `tested`.
 
-Private names the package touches. Before this module existed: 9 underscore names, unguarded
-(`trl.trainer.utils._use_triton`, `torch._dynamo.config.recompile_limit`,
-`torch._functorch.config.activation_memory_budget`, `Trainer._get_train_sampler`,
-`SFTTrainer._metrics`, `SFTTrainer._total_train_tokens`, `TrainingArguments._n_gpu`,
-`PretrainedConfig._commit_hash`, `PretrainedConfig._name_or_path`), plus unguarded internals without
-an underscore (a copy of `Optimizer8bit.step` and the `is_paged` mark, TRL's fused-head outputs, a
-module-wide `apply_rotary_pos_emb` rebinding). Now 6 underscore names, each fenced and canaried:
+Private names the package touches. Before: 9 underscore names, none guarded:
+trl.trainer.utils._use_triton, torch._dynamo.config.recompile_limit, torch._functorch.config.activation_memory_budget,
+Trainer._get_train_sampler (overridden), SFTTrainer._metrics, SFTTrainer._total_train_tokens,
+TrainingArguments._n_gpu, PretrainedConfig._commit_hash, PretrainedConfig._name_or_path; plus internals
+without an underscore (a copy of Optimizer8bit.step, the `is_paged` mark, TRL's fused-head outputs, a
+process-wide rebinding of transformers' apply_rotary_pos_emb). Now 6, all in this package, each fenced,
+each with its canary in tests/test_patches.py:
 
-    name                                          where                       canary
-    trl.trainer.utils._use_triton                 trl.score_completions_only  test_trl_fused_head_asks_use_triton_for_compaction
-    SFTTrainer._metrics                           trl.lazy_metrics_trainer    test_trl_metrics_bookkeeping_is_what_lazy_metrics_replays
-    SFTTrainer._total_train_tokens                trl.lazy_metrics_trainer    (same)
-    Trainer._get_train_sampler (overridden)       transformers.with_train_sampler  test_transformers_train_sampler_hook
-    TrainingArguments._n_gpu                      transformers.use_one_gpu    test_transformers_n_gpu_is_what_trainer_reads
-    torch._functorch.config.activation_memory_budget  torch.compiled          test_torch_activation_budget_is_read_at_compile
+    trl.trainer.utils._use_triton (trl.score_completions_only)
+        test_trl_fused_head_asks_use_triton_for_compaction
+    SFTTrainer._metrics, SFTTrainer._total_train_tokens (trl.lazy_metrics_trainer)
+        test_trl_metrics_bookkeeping_is_what_lazy_metrics_replays
+    Trainer._get_train_sampler, overridden (transformers.with_train_sampler)
+        test_transformers_train_sampler_hook
+    TrainingArguments._n_gpu (transformers.use_one_gpu)
+        test_transformers_n_gpu_is_what_trainer_reads
+    torch._functorch.config.activation_memory_budget (torch.compiled)
+        test_torch_activation_budget_is_read_at_compile
 
-and the internals without an underscore: `Optimizer8bit.step` and its helpers, `is_paged`
-(test_bitsandbytes_step_is_the_one_we_copy, test_bitsandbytes_marks_paged_states_is_paged); SFTTrainer's
-NLL path and `FusedCausalLMOutput` fields (test_trl_plain_nll_path_is_the_one_lazy_metrics_replays);
-the RMSNorm / SwiGLU / attention code fused kernels replace or rebind (test_transformers_fused_modules_are_llamas).
-Gone: `torch._dynamo` (the public `torch.compiler.config.recompile_limit`, scoped, instead),
-`_commit_hash` (transformers 5 no longer sets it: the fingerprint always read None; the revision now
-comes from `huggingface_hub.resolve_revision`), `_name_or_path` (the public `name_or_path`).
+The internals without an underscore have theirs: Optimizer8bit.step and its helpers
+(test_bitsandbytes_step_is_the_one_we_copy), `is_paged` (test_bitsandbytes_marks_paged_states_is_paged),
+SFTTrainer's NLL path and FusedCausalLMOutput's fields
+(test_trl_plain_nll_path_is_the_one_lazy_metrics_replays),
+the RMSNorm / SwiGLU / attention code the fused kernels replace or rebind
+(test_transformers_fused_modules_are_llamas), bitsandbytes' CPU repacking that pricer.train guards
+against (test_bitsandbytes_cpu_repacking_is_what_train_guards_against).
+Gone: torch._dynamo (the public torch.compiler.config.recompile_limit instead, scoped like the budget);
+_commit_hash (transformers 5 no longer sets it, so the prediction fingerprint always read None: the
+revision now comes from huggingface_hub.resolve_revision); _name_or_path (the public name_or_path).
 """
 
 import importlib.metadata

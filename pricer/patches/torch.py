@@ -20,6 +20,7 @@ TESTED = ("2.11", "2.13")  # 2.11: the GPU box (H200); 2.13: the CPU machines
 COMPILER_SETTINGS = Fence("torch.compiler_settings", "torch", TESTED,
                           "compiled layers keep all their activations (the memory preflight plans for that) and "
                           "shapes past torch's 8th compile run eagerly")
+PAD_MULTIPLE = 16  # batch lengths rounded up to this for compiled code: a few shapes, each compiled once
 ACTIVATION_BUDGET = 0.7  # 0.5 also recomputed matmuls: slower (bench/README.md)
 RECOMPILE_LIMIT = 64  # a graph per batch shape: lengths rounded up to 16, a few batch sizes
 

@@ -21,7 +21,7 @@ from pricer.patches import Fence
 
 TESTED = ("1.16.0",)
 COMPLETION_SCORING = Fence("trl.completion_scoring", "trl", TESTED,
-                           "TRL's loss projects every position on CPU (more work; the memory preflight counts them all)")
+                           "TRL's loss projects every position on CPU (more work; the preflight counts them all)")
 LAZY_METRICS = Fence("trl.lazy_metrics", "trl", TESTED,
                      "TRL reads its metrics after every micro-batch (a wait for the GPU each)")
 
