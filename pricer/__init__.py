@@ -8,12 +8,8 @@ Names are imported lazily, so `import pricer` needs no GPU, token or network, an
 """
 
 import importlib
-import warnings
 
 __version__ = "0.1.0"
-
-# Jupyter without ipywidgets (executed labs, plain installs): tqdm draws text bars, and says so in a warning.
-warnings.filterwarnings("ignore", message="IProgress not found")
 
 _EXPORTS = {
     "Item": "pricer.items",

@@ -26,8 +26,8 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 from pricer.items import DataError, check_prompt_row
 from pricer.prompts import text_of  # also the frontier models' and the human baseline's reading
 

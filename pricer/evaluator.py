@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-from tqdm.auto import tqdm
+
+with warnings.catch_warnings():  # the first import of tqdm.auto in a Jupyter kernel without ipywidgets (executed
+    warnings.filterwarnings("ignore", message="IProgress not found")  # labs, plain installs) warns that it draws
+    from tqdm.auto import tqdm  # text bars: what we want. Scoped to this import; pricer's other modules take it here
 
 SCHEMA, KIND = 1, "pricer.result"
 UTIL_HEADER = (

@@ -32,6 +32,8 @@ from pathlib import Path
 from pricer import distributed
 from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
+from pricer.patches import status as patch_status
+from pricer.patches.transformers import use_one_gpu
 from pricer.runs import Run, finish_run, latest_adapter, open_run  # noqa: F401 (latest_adapter: the course's import)
 from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
                           score_completions_only)
@@ -142,7 +144,7 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     from pricer.models import precision
 
     compiled = options.fast and torch.cuda.is_available()
-    grouped = options.fast and not compiled  # each batch shape compiles once: length groups would make many
+    grouped = options.fast and not compiled and patch_status().train_sampler  # groups: many shapes to compile
     world = distributed.world_size()
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
@@ -238,11 +240,13 @@ def device_settings(setup: Setup) -> dict:
 
 
 def faster_trainer(trainer_class, setup: Setup):
-    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log and, on CPU, grouping rows by length;
-    with compiled layers, validation runs them eagerly (a no-grad pass must not replay training's CUDA graphs)."""
+    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log, scoring only completions (on CPU too)
+    and, on CPU, grouping rows by length; with compiled layers, validation runs them eagerly (a no-grad pass must
+    not replay training's CUDA graphs)."""
     trainer_class = lazy_metrics_trainer(trainer_class)
     trainer_class = grouped_trainer(trainer_class) if setup.grouped else trainer_class
-    return _eager_evaluation(trainer_class) if setup.compiled else trainer_class
+    trainer_class = _eager_evaluation(trainer_class) if setup.compiled else trainer_class
+    return score_completions_only(trainer_class)  # outermost: its scope covers the loss of the classes inside
 
 
 @functools.cache
@@ -261,7 +265,6 @@ def prepare_model(model) -> None:
     """Before training: refuse a 4-bit model that ran CPU inference, and keep this one trainable."""
     check_fresh(model)
     keep_weights_packed_for_training(model)
-    score_completions_only()
 
 
 def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
@@ -302,7 +305,7 @@ def one_gpu_per_process(args) -> None:
     TRL refuses ("does not support `nn.DataParallel`"; met on a 2-GPU H200). `--gpus N` runs data-parallel."""
     if distributed.world_size() == 1 and args.n_gpu > 1:
         print(f"pricer: {args.n_gpu} GPUs visible; training on the first (--gpus {args.n_gpu} trains on all of them)")
-        args._n_gpu = 1  # what Trainer itself sets for a model placed with device_map
+        use_one_gpu(args)  # what Trainer itself sets for a model placed with device_map
 
 
 def graphs_are_safe(setup: Setup, resuming: bool) -> bool:

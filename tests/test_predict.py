@@ -187,17 +187,21 @@ def test_whole_number_tokenizer_takes_one_forward_and_its_exact_expectation():
         assert price == pytest.approx((logp.softmax(-1) * torch.arange(1000)).sum().item(), rel=1e-5)
 
 
-def test_fused_kernels_and_rounded_lengths_keep_the_exact_expectation(monkeypatch):
-    """What a GPU runs (compiled RMSNorm, SwiGLU and rotary; lengths padded to 16), forced on CPU."""
+def test_fused_kernels_and_rounded_lengths_keep_the_exact_expectation():
+    """What a GPU runs (compiled RMSNorm, SwiGLU and rotary; lengths padded to 16), forced on CPU; only this
+    model changes: transformers' module and another model of the family keep the eager rotary embedding."""
     import transformers.models.llama.modeling_llama as llama
 
-    monkeypatch.setattr(llama, "apply_rotary_pos_emb", llama.apply_rotary_pos_emb)  # undone after the test
+    stock_rotary = llama.apply_rotary_pos_emb
     tokenizer = standin_tokenizer("whole")
     numbers = number_tokens(tokenizer)
-    model = tiny_llama(tokenizer, numbers.ids)
+    model, other = tiny_llama(tokenizer, numbers.ids), tiny_llama(tokenizer, numbers.ids)
     plain = PricePredictor(model, tokenizer, batch_size=8).predict_batch(PROMPTS)
     fused = PricePredictor(model, tokenizer, batch_size=8, fused=True)
-    assert fused.pad_multiple == 16 and hasattr(llama.apply_rotary_pos_emb, "pricer_fused")
+    attention = [m for m in model.modules() if isinstance(m, llama.LlamaAttention)]
+    assert fused.pad_multiple == 16 and llama.apply_rotary_pos_emb is stock_rotary
+    assert all(m.forward.__globals__["apply_rotary_pos_emb"] is not stock_rotary for m in attention)
+    assert not any("forward" in vars(m) for m in other.modules())  # the other model is untouched
     assert fused.cache_key != PricePredictor(model, tokenizer, fused=False).cache_key  # never mixed on resume
     assert fused.predict_batch(PROMPTS) == pytest.approx(plain, rel=1e-4)
 

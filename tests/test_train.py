@@ -395,7 +395,7 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
 
     from pricer.memory import BatchPlan
     from pricer.models import load_tokenizer
-    from pricer.speed import decoder_layers
+    from pricer.speed import decoder_layers, is_compiled
     from pricer.train import Options, Setup, applied_setup, build_trainer
 
     rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
@@ -407,8 +407,8 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
         setup = Setup("fp32", BatchPlan(8, 1, False, 1.0, 10.0), grouped=False, compiled=compiled)
         trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
                                 Options(max_steps=1))
-        assert applied_setup(trainer).compiled == compiled
-        assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model)) == compiled
+        assert applied_setup(trainer).compiled == compiled == is_compiled(trainer.model)
+        assert all("forward" in vars(layer) for layer in decoder_layers(trainer.model)) == compiled  # compiled forward
         batch = next(iter(trainer.get_train_dataloader()))
         loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
