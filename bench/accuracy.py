@@ -34,8 +34,9 @@ SWEEP = (
     ("lr 1e-3", {"learning_rate": 1e-3}),
     ("lr 3e-4, 4 epochs", {"learning_rate": 3e-4, "epochs": 4}),
     ("r 128", {"lora_r": 128, "lora_alpha": 256}),
-    ("batch 32, lr 1e-3", {"batch_size": 32, "learning_rate": 1e-3}),
-    ("longer summaries", {"summary_tokens": 96, "max_length": 128}),
+    ("5 epochs", {"epochs": 5}),
+    ("summary cut at 48", {"summary_tokens": 48, "max_length": 80}),
+    ("summary cut at 110", {"summary_tokens": 110, "max_length": 144}),
 )
 
 
