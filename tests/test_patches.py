@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pricer import patches
+from pricer.patches import fence
 from pricer.errors import PricerError
 from pricer.patches.transformers import source_digest
 
@@ -35,8 +36,8 @@ def one_thread():
 def versions(monkeypatch):
     """Pretend other library versions are installed: `versions("9.9.9")`; verdicts are decided afresh."""
     def pretend(version: str | None):
-        monkeypatch.setattr(patches, "installed", lambda library: version)
-        monkeypatch.setattr(patches, "_verdicts", {})
+        monkeypatch.setattr(fence, "installed", lambda library: version)
+        monkeypatch.setattr(fence, "_verdicts", {})
 
     return pretend
 

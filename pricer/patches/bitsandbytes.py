@@ -12,7 +12,7 @@ step keeping the wait where the state is paged (bitsandbytes marks those `is_pag
 
 import functools
 
-from pricer.patches import Fence
+from pricer.patches.fence import Fence
 
 TESTED = ("0.50.2",)
 PAGED_WAITS_ONLY = Fence("bitsandbytes.paged_waits_only", "bitsandbytes", TESTED,

@@ -14,7 +14,7 @@ every activation (`pricer.patches.status().activation_budget` is 1.0).
 
 import functools
 
-from pricer.patches import Fence
+from pricer.patches.fence import Fence
 
 TESTED = ("2.11", "2.13")  # 2.11: the GPU box (H200); 2.13: the CPU machines
 COMPILER_SETTINGS = Fence("torch.compiler_settings", "torch", TESTED,

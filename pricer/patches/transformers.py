@@ -22,7 +22,7 @@ import types
 import weakref
 
 from pricer.errors import PricerError
-from pricer.patches import Fence
+from pricer.patches.fence import Fence
 
 TESTED = ("5.23.0",)
 TRAIN_SAMPLER = Fence("transformers.train_sampler", "transformers", TESTED,

@@ -17,7 +17,7 @@
 import contextlib
 import functools
 
-from pricer.patches import Fence
+from pricer.patches.fence import Fence
 
 TESTED = ("1.16.0",)
 COMPLETION_SCORING = Fence("trl.completion_scoring", "trl", TESTED,
