@@ -34,6 +34,7 @@ from pricer.errors import PricerError, hub_errors
 from pricer.memory import BatchPlan, ModelShape, plan_batches
 from pricer.patches import status as patch_status
 from pricer.patches.transformers import use_one_gpu
+from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, latest_adapter, open_run  # noqa: F401 (latest_adapter: the course's import)
 from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
                           score_completions_only)
@@ -117,24 +118,6 @@ def check_lengths(tokenizer, rows: list[dict], max_length: int) -> list[int]:
             f"them and fail with 'num_samples=0'. Raise max_length to {lengths[longest]} or shorten the "
             "prompts (a smaller summary_tokens).")
     return lengths
-
-
-def check_fresh(model) -> None:
-    """Refuse a 4-bit model whose weights bitsandbytes repacked for CPU inference: it trains with zero grads."""
-    used = [name for name, module in model.named_modules()
-            if getattr(getattr(getattr(module, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
-    if used:
-        raise PricerError(
-            f"This 4-bit model has already run inference on CPU: bitsandbytes repacked {len(used)} layers "
-            f"(e.g. {used[0]}) for its inference kernel, and LoRA training on them gets zero gradients, "
-            "silently. Train from a freshly loaded model: train(preset) loads its own.")
-
-
-def keep_weights_packed_for_training(model) -> None:
-    """Stop bitsandbytes repacking 4-bit weights on a CPU eval forward, so training can't be broken later."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options = Options()) -> Setup:
@@ -264,7 +247,7 @@ def _eager_evaluation(trainer_class):
 def prepare_model(model) -> None:
     """Before training: refuse a 4-bit model that ran CPU inference, and keep this one trainable."""
     check_fresh(model)
-    keep_weights_packed_for_training(model)
+    keep_weights_packed_for_training(model)  # bitsandbytes' CPU repacking, guarded: pricer.patches.bitsandbytes
 
 
 def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:

@@ -257,7 +257,7 @@ def test_bitsandbytes_marks_paged_states_is_paged():
 
 
 def test_bitsandbytes_cpu_repacking_is_what_train_guards_against():
-    """pricer.train.keep_weights_packed_for_training / check_fresh (not a fenced patch: train.py's) read these."""
+    """pricer.patches.bitsandbytes.keep_weights_packed_for_training / check_fresh (the CPU-repacking guard) read these."""
     import bitsandbytes.functional as F
     from bitsandbytes.nn import Linear4bit
 

@@ -70,6 +70,7 @@ class PatchStatus:
     fused_kernels: bool  # transformers: fused RMSNorm, SwiGLU, rotary (evaluation)
     paged_waits_only: bool  # bitsandbytes: no GPU wait after updating an unpaged state
     compiler_settings: bool  # torch: recompile limit and activation budget for compiled layers
+    cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
 
     @property
     def activation_budget(self) -> float:
@@ -84,7 +85,8 @@ def fences() -> list[Fence]:
     from pricer.patches import bitsandbytes, torch, transformers, trl
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
-            transformers.FUSED_KERNELS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS]
+            transformers.FUSED_KERNELS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
+            bitsandbytes.CPU_REPACKING]
 
 
 def status() -> PatchStatus:
