@@ -2,7 +2,7 @@
 
     shape = ModelShape.from_pretrained(preset.base_model)          # reads config.json only
     gb = estimate_peak_gb(shape, preset, micro_batch=16, tokens=16 * 128, checkpointing=False)
-    plan = plan_batches(shape, preset, lengths, budget_gb=14.0)    # or PricerError naming what fits
+    plan = plan_batches(shape, preset, lengths, Device(budget_gb=14.0))    # or PricerError naming what fits
 
 The estimate adds the weights (4-bit packed layers, 16-bit embeddings), the LoRA weights with
 their gradients and AdamW state, and the activations autograd keeps for the backward pass. The
@@ -21,7 +21,7 @@ every position). A patch that is off is never assumed.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pricer.errors import PricerError
 from pricer.patches import PatchStatus, status
@@ -88,6 +88,21 @@ class ModelShape:
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
 
+@dataclass(frozen=True)
+class Device:
+    """How training runs here, as far as memory goes: the budget, the precision, and the speed-ups applied."""
+
+    budget_gb: float = 14.0
+    precision: str = "bf16"  # "bf16", "fp16" (LoRA weights fp32) or "fp32" (CPU)
+    padded: bool = False  # batches padded to their longest row (else a high percentile of summed lengths)
+    compiled: bool = False  # compiled decoder layers (GPU): fused kernels, the activation budget
+    patches: PatchStatus | None = None  # the patches training applies (None: this process's status())
+
+    @property
+    def applied(self) -> PatchStatus:
+        return self.patches or status()
+
+
 def weight_bytes(shape: ModelShape, quant: str | None, dtype_bytes: int) -> float:
     """Frozen weights: packed projections plus 16-bit (or 32-bit) embeddings and head."""
     linear = shape.layers * sum(i * o for i, o in shape.linear_shapes().values())
@@ -101,9 +116,9 @@ def bytes_per_value(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, precision: str = "bf16",
-                     compiled: bool = False, patches: PatchStatus | None = None) -> float:
+def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, device: Device = Device()) -> float:
     """What autograd keeps for the backward pass of one micro-batch of `tokens` tokens."""
+    precision, compiled = device.precision, device.compiled
     mlp = any(t in MLP_NAMES for t in preset.target_modules)
     key = (mlp, preset.lora_dropout > 0)
     a, b = ACTIVATION_A[key], ACTIVATION_B[key]
@@ -114,23 +129,23 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
     if precision == "fp16":
         per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
-        per_layer *= (patches or status()).activation_budget
+        per_layer *= device.applied.activation_budget
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
         return tokens * (shape.layers * shape.hidden * width + per_layer)
     return tokens * shape.layers * per_layer
 
 
 def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, checkpointing: bool,
-                     precision: str = "bf16", compiled: bool = False, patches: PatchStatus | None = None) -> float:
+                     device: Device = Device()) -> float:
     """Peak training memory in GB for one micro-batch holding `tokens` tokens in all."""
-    patches = patches or status()
+    patches, precision = device.applied, device.precision
     lora = shape.lora_params(preset.lora_r, preset.target_modules)
     width = bytes_per_value(precision)
     trainable = lora * (2 * width + 8)  # weight + gradient, AdamW's two fp32 moments
     scored = micro_batch * SCORED_PER_ROW if patches.completion_scoring else tokens
     loss_chunk = scored * shape.vocab * 4 * 2  # fp32 logits and their gradient
     total = (weight_bytes(shape, preset.quant, width) + trainable + loss_chunk
-             + activation_bytes(shape, preset, tokens, checkpointing, precision, compiled, patches))
+             + activation_bytes(shape, preset, tokens, checkpointing, device))
     return total * HEADROOM / GB + FIXED_GB
 
 
@@ -155,16 +170,15 @@ class BatchPlan:
     budget_gb: float
 
 
-def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float, precision: str = "bf16",
-                 padded: bool = False, compiled: bool = False, micro_batch: int | None = None,
-                 checkpointing: bool | None = None, patches: PatchStatus | None = None) -> BatchPlan:
-    """The fastest split of preset.batch_size that fits the budget, or a PricerError saying what fits.
+def plan_batches(shape: ModelShape, preset, lengths: list[int], device: Device, micro_batch: int | None = None,
+                 checkpointing: bool | None = None) -> BatchPlan:
+    """The fastest split of preset.batch_size that fits the device, or a PricerError saying what fits.
 
     Preference: no gradient checkpointing (it recomputes the forward pass, ~1.3-1.9x slower) with
-    the largest micro-batch; checkpointing only when no micro-batch fits without it. `patches`: the
-    patches training will apply (default: this process's `pricer.patches.status()`).
+    the largest micro-batch; checkpointing only when no micro-batch fits without it. `micro_batch`
+    and `checkpointing` force a choice.
     """
-    patches = patches or status()
+    device = replace(device, patches=device.applied)  # read once for every estimate below
     sizes = [m for m in range(preset.batch_size, 0, -1) if preset.batch_size % m == 0]
     if micro_batch is not None:
         if preset.batch_size % micro_batch:
@@ -173,31 +187,29 @@ def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float
     modes = [False, True] if checkpointing is None else [checkpointing]
 
     def cost(m, ckpt):
-        tokens = micro_batch_tokens(lengths, m, padded)
-        return estimate_peak_gb(shape, preset, m, tokens, ckpt, precision, compiled, patches)
+        tokens = micro_batch_tokens(lengths, m, device.padded)
+        return estimate_peak_gb(shape, preset, m, tokens, ckpt, device)
 
     for ckpt in modes:
         for m in sizes:
             if ckpt is False and checkpointing is None and micro_batch is None and m < min(8, preset.batch_size):
                 break  # tiny micro-batches waste the GPU: better to recompute at a larger one (unless asked for)
             peak = cost(m, ckpt)
-            if peak <= budget_gb:
-                return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), budget_gb)
-    raise PricerError(_refusal(shape, preset, lengths, budget_gb, precision, padded, compiled,
-                               micro_batch, checkpointing, cost, patches))
+            if peak <= device.budget_gb:
+                return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), device.budget_gb)
+    raise PricerError(_refusal(shape, preset, lengths, device, micro_batch, checkpointing, cost))
 
 
-def _refusal(shape, preset, lengths, budget_gb, precision, padded, compiled, micro_batch, checkpointing,
-             cost, patches) -> str:
+def _refusal(shape, preset, lengths, device: Device, micro_batch, checkpointing, cost) -> str:
     """The message for a plan that does not fit: what was asked, and what would fit instead."""
     asked = micro_batch or 1
     need = cost(asked, True if checkpointing is None else checkpointing)
     text = (f"preset {preset.name!r} needs ~{need:.1f} GB at micro-batch {asked}"
             f"{' with' if checkpointing is not False else ' without'} gradient checkpointing, "
-            f"but this device has ~{budget_gb:.1f} GB to give.")
+            f"but this device has ~{device.budget_gb:.1f} GB to give.")
     if micro_batch is not None or checkpointing is not None:
         try:
-            fits = plan_batches(shape, preset, lengths, budget_gb, precision, padded, compiled, patches=patches)
+            fits = plan_batches(shape, preset, lengths, device)
             return (f"{text} Micro-batch {fits.micro_batch} with {fits.accumulation} accumulation steps "
                     f"{'and' if fits.checkpointing else 'without'} gradient checkpointing fits "
                     f"(~{fits.peak_gb:.1f} GB, same effective batch): leave micro_batch unset to get it.")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pricer import distributed
 from pricer.errors import PricerError, hub_errors
-from pricer.memory import BatchPlan, ModelShape, plan_batches
+from pricer.memory import BatchPlan, Device, ModelShape, plan_batches
 from pricer.patches import status as patch_status
 from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
@@ -132,9 +132,8 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
-    plan = plan_batches(shape, per_process, lengths, options.budget_gb or device_budget_gb(), precision(),
-                        padded=True, compiled=compiled, micro_batch=options.micro_batch,
-                        checkpointing=options.checkpointing)
+    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled)
+    plan = plan_batches(shape, per_process, lengths, device, options.micro_batch, options.checkpointing)
     return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
 

@@ -407,7 +407,7 @@ def test_training_with_every_patch_off_is_trl_stock_and_trains(tiny_model, tmp_p
 def test_preflight_counts_only_the_patches_in_force():
     """Off, the compiler keeps every activation and TRL's head scores every position: the plan must say so."""
     from pricer.config import get_preset
-    from pricer.memory import ModelShape, estimate_peak_gb, plan_batches
+    from pricer.memory import Device, ModelShape, estimate_peak_gb, plan_batches
 
     lite, lengths = get_preset("lite"), [128] * 500
     shape = ModelShape(hidden=3072, layers=28, intermediate=8192, heads=24, kv_heads=8, vocab=128256)
@@ -416,12 +416,12 @@ def test_preflight_counts_only_the_patches_in_force():
     no_compaction = dataclasses.replace(on, completion_scoring=False)
 
     def peak(status):
-        return estimate_peak_gb(shape, lite, 32, 32 * 128, False, "bf16", compiled=True, patches=status)
+        return estimate_peak_gb(shape, lite, 32, 32 * 128, False, Device(precision="bf16", compiled=True, patches=status))
 
     assert peak(on) < peak(no_budget) and peak(on) < peak(no_compaction)
-    assert plan_batches(shape, lite, lengths, 14.0, padded=True, compiled=True, patches=on).micro_batch == 32
+    assert plan_batches(shape, lite, lengths, Device(14.0, padded=True, compiled=True, patches=on)).micro_batch == 32
     for status in (no_budget, no_compaction):
-        plan = plan_batches(shape, lite, lengths, 14.0, padded=True, compiled=True, patches=status)
+        plan = plan_batches(shape, lite, lengths, Device(14.0, padded=True, compiled=True, patches=status))
         assert plan.micro_batch < 32 and plan.peak_gb <= 14.0
 
 
