@@ -22,14 +22,13 @@ ancestors (a tree attention mask), so the cache is never copied. Prefixes that n
 forward are pruned depth by depth: each item keeps its most likely ones until they hold `coverage`
 of its live probability (at most `top_k`; counted per item, so an answer never depends on its
 batch); complete prices are never pruned. The pruned mass is dropped and the kept prices renormalised
-(`PriceDistribution.kept_mass` says how much survived); `coverage=1.0` is exact. On the embedded
-model after a quick LoRA (bench/README.md) greedy generation scored $87 (every answer began with
-"1", the likeliest first digit of prices), the expectation $50; keeping a fixed 16 prefixes per
-depth instead of 99% of the mass gave $70: a lightly tuned model spreads its belief widely.
+(`PriceDistribution.kept_mass` says how much survived); `coverage=1.0` is exact. Why coverage
+and not a fixed number of prefixes: a lightly tuned model spreads its belief widely, and greedy
+generation favours the likeliest first digit (bench/README.md, "Evaluation", has the figures).
 
 On a GPU, for one-token numbers, the model's RMSNorm, SwiGLU and rotary embeddings are compiled
 into fused kernels (`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same
-math) and prompt lengths are rounded up to a multiple of 16 so each shape compiles once: measured ~1.3x.
+math) and prompt lengths are rounded up to a multiple of 16 so each shape compiles once (bench/README.md).
 """
 
 import contextlib
@@ -388,8 +387,3 @@ def _distributions(values, lps, number_mass) -> list[PriceDistribution]:
         keep = [i for i, q in enumerate(p) if q > 0]
         out.append(PriceDistribution([v[i] for i in keep], [p[i] for i in keep], n, k))
     return out
-
-
-def predict_prices(datapoints, model, tokenizer, **kwargs) -> list[float]:
-    """Prices for many datapoints in one call: PricePredictor(model, tokenizer, **kwargs) without keeping it."""
-    return PricePredictor(model, tokenizer, **kwargs).predict_batch(datapoints)

@@ -79,7 +79,7 @@ class LengthGroupedBatches:
 
     transformers' own group_by_length keeps each chunk's batches in long-to-short order: on a
     short run that is a curriculum by length (and, here, by product kind), which we measured to
-    hurt the tiny preset badly ($108 vs $92 on 48 test items). Shuffling the batches keeps the
+    hurt the tiny preset badly (bench/README.md). Shuffling the batches keeps the
     padding saving without it. Deterministic for a seed and epoch, so a resumed run sees the same order."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):

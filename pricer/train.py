@@ -35,7 +35,7 @@ from pricer.memory import BatchPlan, Device, ModelShape, plan_batches
 from pricer.patches import status as patch_status
 from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
-from pricer.runs import Run, finish_run, latest_adapter, open_run  # noqa: F401 (latest_adapter: the course's import)
+from pricer.runs import Run, finish_run, open_run
 from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
                           score_completions_only)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pricer import patches
-from pricer.patches import fence
+from pricer.patches import fence as fence_module
 from pricer.errors import PricerError
 from pricer.patches.transformers import source_digest
 
@@ -36,8 +36,8 @@ def one_thread():
 def versions(monkeypatch):
     """Pretend other library versions are installed: `versions("9.9.9")`; verdicts are decided afresh."""
     def pretend(version: str | None):
-        monkeypatch.setattr(fence, "installed", lambda library: version)
-        monkeypatch.setattr(fence, "_verdicts", {})
+        monkeypatch.setattr(fence_module, "installed", lambda library: version)
+        monkeypatch.setattr(fence_module, "_verdicts", {})
 
     return pretend
 
