@@ -23,11 +23,11 @@ every position). A patch that is off is never assumed.
 import math
 from dataclasses import dataclass, replace
 
+from pricer.config import MLP
 from pricer.errors import PricerError
 from pricer.patches import PatchStatus, status
 
 GB = 1e9
-MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
 # Saved-activation bytes per token and layer in 16-bit, as a * hidden + b * intermediate, keyed by
 # (LoRA on the MLP, dropout > 0): measured on CPU, less the ~2 x hidden of attention probabilities
 # that the GPU's fused attention kernels don't keep.
@@ -119,7 +119,7 @@ def bytes_per_value(precision: str) -> int:
 def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, device: Device = Device()) -> float:
     """What autograd keeps for the backward pass of one micro-batch of `tokens` tokens."""
     precision, compiled = device.precision, device.compiled
-    mlp = any(t in MLP_NAMES for t in preset.target_modules)
+    mlp = any(t in MLP for t in preset.target_modules)
     key = (mlp, preset.lora_dropout > 0)
     a, b = ACTIVATION_A[key], ACTIVATION_B[key]
     if compiled:
