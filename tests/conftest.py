@@ -36,3 +36,23 @@ def llama_tokenizer():
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.pad_token = tokenizer.eos_token  # as pricer.models.load_tokenizer sets it
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A random 2-layer Llama saved with the embedded tokenizer: a base model folder like any other."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pricer.config import EMBEDDED
+    from pricer.models import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = load_tokenizer(EMBEDDED)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

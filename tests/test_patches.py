@@ -42,26 +42,6 @@ def versions(monkeypatch):
     return pretend
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A random 2-layer Llama saved with the embedded tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from pricer.config import EMBEDDED
-    from pricer.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = load_tokenizer(EMBEDDED)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def head_rows(monkeypatch) -> list[int]:
     """Rows TRL's fused head projects onto the vocabulary, call by call."""
     import trl.trainer.utils as trl_utils

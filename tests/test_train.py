@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pricer.config import EMBEDDED, get_preset
+from pricer.config import get_preset
 from pricer.errors import PricerError
 from pricer.memory import Device, ModelShape, estimate_peak_gb, plan_batches
 
@@ -24,25 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A random 2-layer Llama saved with the embedded tokenizer: a base model folder like any other."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from pricer.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = load_tokenizer(EMBEDDED)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +348,6 @@ def test_lora_count_matches_the_course_and_peft(tiny_model):
                            LoraConfig(r=8, target_modules=list(targets), task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert lora_parameter_count(AutoConfig.from_pretrained(tiny_model), 8, targets) == trainable
-
 
 
 def test_lora_count_follows_a_head_dim_of_its_own():

@@ -1,3 +1,0 @@
-from pricer.cli import main
-
-main()
