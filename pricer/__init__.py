@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 
 # Jupyter without ipywidgets (executed labs, plain installs): tqdm draws text bars, and says so in a warning.
 warnings.filterwarnings("ignore", message="IProgress not found")
+# peft 0.21 and TRL 1.16 read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates with a
+# FutureWarning at every read; pricer never calls it, and there is nothing a student can change about it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 _EXPORTS = {
     "Item": "pricer.items",

@@ -93,6 +93,9 @@ def lab_dir(explicit: str | Path | None = None) -> Path:
     return folder
 
 
+_lab_dir = lab_dir  # start() has a parameter of this name (the notebooks' keyword)
+
+
 def read_settings(folder: Path) -> dict | None:
     """The lab's settings file, or None; a damaged one is an error naming it (the preset must not change silently)."""
     path = folder / SETTINGS_FILE
@@ -214,7 +217,7 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
         rehearse_t4()
     if quiet if quiet is not None else flag("PRICER_EXECUTED"):
         quiet_libraries()
-    folder = lab_dir(lab_dir)
+    folder = _lab_dir(lab_dir)
     chosen, why = choose_preset(folder, preset, settings)
     check_access(chosen)
     lab = Lab(folder, resolve_preset(chosen), notebook)
@@ -223,8 +226,11 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
 
 
 def quiet_libraries() -> None:
-    """For executed notebooks (no widgets): no per-file loading bars from transformers and the Hub."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    """For executed notebooks (no widgets): no per-file loading bars from transformers and the Hub, one-line
+    progress bars, charts that render without a kernel (pricer.progress)."""
+    from pricer.progress import for_executed_notebooks
+
+    for_executed_notebooks()
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
