@@ -128,3 +128,133 @@ def test_the_output_check_catches_what_it_must():
                      "code cell 3 ('go()'): warning text", "code cell 4 ('boom()'): error ValueError"):
         assert any(p.startswith(expected) for p in problems), (expected, problems)
     assert not any("cell 5" in p for p in problems)
+
+
+# ----- stored notebooks: clean, alike, teaching --------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_without_outputs_and_opening_like_every_other(path):
+    nb = load(path)
+    number = NOTEBOOKS.index(path) + 1
+    code = code_cells(nb)
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# Lab {number} · ")
+    assert "**Learning objectives.**" in first.source
+    for preset, per in session.COSTS.items():  # how long each preset takes, on what, as pricer.session says
+        minutes, gb, where = per[number]
+        row = next(line for line in first.source.splitlines() if line.startswith(f"| `{preset}` |"))
+        assert f"~{minutes:g} min" in row and where in row and (not gb or f"~{gb:g} GB" in row), row
+    parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and code[0] is parameters[0]
+    assert all(line in parameters[0].source for line in ("PRESET = None", "LAB_DIR = None", "SETTINGS = {}"))
+    install, start = session.setup_cells(number)
+    assert [code[1].source, code[2].source] == [install, start]  # right after the parameters cell
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and "## Summary and takeaways" in last.source
+    if number < len(NOTEBOOKS):
+        assert f"]({NOTEBOOKS[number].name})" in last.source  # a link to the next lab
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_are_short_and_markdown_teaches_as_much_as_code(path):
+    nb = load(path)
+    code = code_cells(nb)
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code)
+    setup = set(session.setup_cells(NOTEBOOKS.index(path) + 1))
+    long = [c.source.splitlines()[0] for c in code if c.source not in setup and len(c.source.splitlines()) > MAX_LINES]
+    assert long == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_cell_ends_in_an_expression_ipython_would_keep(path):
+    """A last bare expression lands in Out[] and outlives `del` (lab 1's fp32 model at lite: 12.9 GB).
+    Calls are left to the executed check (no execute_result): most of them return None."""
+    kept = []
+    for cell in code_cells(load(path)):
+        body = ast.parse(cell.source).body
+        if body and isinstance(body[-1], ast.Expr) and not isinstance(body[-1].value, (ast.Call, ast.Constant)):
+            kept.append(ast.unparse(body[-1])[:60])
+    assert kept == []
+
+
+# ----- the code notebooks write out is the package's -----------------------------------------------
+
+def run_cells(sources, namespace: dict) -> dict:
+    for source in sources:
+        exec(compile(source, "<notebook cell>", "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture(scope="module")
+def tiny_plan():
+    from pricer.config import get_preset
+    from pricer.memory import ModelShape
+    from pricer.sources import resolve_preset
+    from pricer.train import plan_setup
+
+    preset = resolve_preset(get_preset("tiny"))
+    return preset, plan_setup(ModelShape.from_pretrained(preset.base_model), preset, [60] * preset.train_rows)
+
+
+@pytest.mark.parametrize("max_steps, push, val", [(None, None, [{"prompt": "p", "completion": "1.00"}]),
+                                                  (7, "me/pricer-tiny", [])])
+def test_notebook_4s_lora_and_sft_configs_are_the_packages(tiny_plan, tmp_path, max_steps, push, val):
+    from types import SimpleNamespace
+
+    from pricer.train import Options, lora_config, sft_config, total_steps
+
+    preset, setup = tiny_plan
+    nb = load(NOTEBOOKS[3])
+    run = SimpleNamespace(dir=tmp_path / "tiny-run")
+    rows = [{"prompt": "p", "completion": "1.00"}] * preset.train_rows
+    ns = run_cells(tagged(nb, "lora-config") + tagged(nb, "sft-config"),
+                   {"preset": preset, "setup": setup, "plan": setup.plan, "run": run, "rows": rows, "val": val,
+                    "MAX_STEPS": max_steps, "PUSH_TO": push})
+    assert ns["lora_parameters"].to_dict() == lora_config(preset).to_dict()
+    steps = total_steps(len(rows), preset.batch_size, preset.epochs, max_steps)
+    expected = sft_config(preset, setup, run.dir, steps, Options(max_steps=max_steps, push=push), evaluating=bool(val))
+    assert ns["train_parameters"].to_dict() == expected.to_dict()
+
+
+def test_notebook_3s_baselines_are_the_packages(catalog):
+    import numpy as np
+
+    from pricer.baselines import fit_baseline
+    from pricer.prompts import make_prompt
+
+    train_items, _, test_items = catalog
+    row = lambda item: {"prompt": make_prompt(item.summary), "completion": str(item.price)}  # noqa: E731
+    train, test = [row(i) for i in train_items], [row(i) for i in test_items]
+    ns = run_cells(tagged(load(NOTEBOOKS[2]), "baseline"), {"train": train, "np": np})
+    for name in ("constant_mean", "ridge_bow", "random_forest", "gradient_boosting"):
+        ours = [ns[name](r) for r in test]
+        assert np.allclose(ours, fit_baseline(name, train).predict_batch(test), rtol=1e-9), name
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    """Tiny random Llamas with a digit tokenizer (SmolLM2's) and a one-token-per-number one (Llama-3's kind)."""
+    from test_predict import standin_tokenizer, tiny_llama
+
+    from pricer.models import load_tokenizer
+    from pricer.predict import number_tokens
+
+    digits = load_tokenizer("embedded")
+    whole = standin_tokenizer("whole")
+    return [(tiny_llama(t, number_tokens(t).ids), t) for t in (digits, whole)]
+
+
+def test_the_course_predictors_notebooks_write_out_are_the_packages(tiny_models):
+    from pricer import predict
+    from pricer.prompts import make_prompt
+
+    rows = [{"prompt": make_prompt(text), "completion": "10.0"}
+            for text in ("Title: Garden hose, 50 ft", "Title: A pen", "Title: Robot vacuum, 4300Pa suction")]
+    for model, tokenizer in tiny_models:
+        ns5 = run_cells(tagged(load(NOTEBOOKS[4]), "course-code"), {"fine_tuned_model": model, "tokenizer": tokenizer})
+        ns3 = run_cells(tagged(load(NOTEBOOKS[2]), "course-code"), {"base_model": model, "tokenizer": tokenizer})
+        for row in rows:
+            assert ns5["model_predict"](row) == ns3["model_predict"](row) == predict.model_predict(row, model, tokenizer)
+            assert ns5["improved_model_predict"](row) == pytest.approx(
+                predict.improved_model_predict(row, model, tokenizer), rel=1e-5)
