@@ -67,7 +67,9 @@ def _final_line(bar) -> str:
 
     elapsed = time.time() - bar.start_t
     total = f"/{bar.total:,.0f}" if bar.total else ""
-    rate = f", {bar.n / elapsed:,.1f} {bar.unit}/s" if elapsed > 0 else ""
+    per_second = bar.n / elapsed if elapsed > 0 else 0
+    rate = (f", {per_second:,.1f} {bar.unit}/s" if per_second >= 1 else
+            f", {1 / per_second:,.1f} s/{bar.unit}" if per_second else "")
     desc = (bar.desc or "done").rstrip(": ")
     postfix = f", {bar.postfix}" if getattr(bar, "postfix", None) else ""
     return f"{desc}: {bar.n:,.0f}{total} in {std.tqdm.format_interval(elapsed)}{rate}{postfix}"

@@ -258,3 +258,23 @@ def test_the_course_predictors_notebooks_write_out_are_the_packages(tiny_models)
             assert ns5["model_predict"](row) == ns3["model_predict"](row) == predict.model_predict(row, model, tokenizer)
             assert ns5["improved_model_predict"](row) == pytest.approx(
                 predict.improved_model_predict(row, model, tokenizer), rel=1e-5)
+
+
+def test_executed_notebooks_get_one_line_progress_bars_and_nested_ones_say_nothing():
+    import subprocess
+    import sys
+
+    code = ("from pricer.progress import plain_bars; plain_bars()\n"
+            "from tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(3), desc='outer'):\n"
+            "    for _ in tqdm(range(2), desc='inner', leave=False):\n"
+            "        pass\n"
+            "with tqdm(total=5, desc='manual', unit='item') as bar:\n"
+            "    bar.update(5)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and not ANSI.search(done.stdout) and "\r" not in done.stdout
+    assert re.fullmatch(r"outer: 3/3 in 00:00, [\d,.]+ it/s", lines[0]), lines
+    assert re.fullmatch(r"manual: 5/5 in 00:00, [\d,.]+ item/s", lines[1]), lines
