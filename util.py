@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-from tqdm.auto import tqdm
+
+with warnings.catch_warnings():  # the first import of tqdm.auto in a Jupyter kernel without ipywidgets (executed
+    warnings.filterwarnings("ignore", message="IProgress not found")  # labs, plain installs) warns that it draws
+    from tqdm.auto import tqdm  # text bars: what we want. Scoped to this import; pricer's other modules take it here
 
 SCHEMA, KIND = 1, "pricer.result"
 UTIL_HEADER = (
@@ -319,7 +323,7 @@ class Tester:
         start = time.perf_counter()
         rows = [self.data[i] for i in range(self.size)]
         path = self.cache_path(rows) if self.cache_key else None
-        done = _read_cache(path) if path else {}
+        done = _read_cache(path, self.size) if path else {}
         path = path if _is_main() else None  # every process reads the cache, only the main one appends
         todo = [i for i in range(self.size) if i not in done]
         step = getattr(self.predictor, "batch_size", 32) if hasattr(self.predictor, "predict_batch") else 1
@@ -342,21 +346,35 @@ class Tester:
         return result
 
 
-def _read_cache(path) -> dict:
-    done = {}
+MAX_CACHED = 1e7  # dollars: no answer in the course's window comes near; a larger cached one is damage
+
+
+def _read_cache(path, size: int) -> dict:
+    """Answers saved by an earlier run; a damaged or implausible line is named, dropped, and predicted again."""
+    done, good, bad = {}, [], []
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
         if lines and not text.endswith("\n"):
             lines.pop()  # a line cut off by the interruption itself: that item is predicted again
         for n, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
-                done[int(entry["i"])] = None if entry["unparsed"] else float(entry["guess"])
+                i, guess = int(entry["i"]), None if entry["unparsed"] else float(entry["guess"])
+                if not 0 <= i < size or (guess is not None and not abs(guess) <= MAX_CACHED):  # NaN fails too
+                    raise ValueError(f"item {i} or answer {guess} out of range")
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}, line {n}: corrupt cache entry {line[:80]!r} ({e!r}); "
-                                 "delete the file to predict every item again") from None
+                bad.append(f"line {n} ({e})")
+                continue
+            done[i] = guess
+            good.append(line)
+        if bad:
+            print(f"pricer: {path}: {len(bad)} damaged cache line(s) dropped, those items are predicted again; "
+                  f"first: {bad[0]}")
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text("".join(line + "\n" for line in good), encoding="utf-8")
+            tmp.replace(path)  # whole or not at all, like every file a run depends on
     return done
 
 

@@ -34,8 +34,9 @@ SWEEP = (
     ("lr 1e-3", {"learning_rate": 1e-3}),
     ("lr 3e-4, 4 epochs", {"learning_rate": 3e-4, "epochs": 4}),
     ("r 128", {"lora_r": 128, "lora_alpha": 256}),
-    ("batch 32, lr 1e-3", {"batch_size": 32, "learning_rate": 1e-3}),
-    ("longer summaries", {"summary_tokens": 96, "max_length": 128}),
+    ("5 epochs", {"epochs": 5}),
+    ("summary cut at 48", {"summary_tokens": 48, "max_length": 80}),
+    ("summary cut at 110", {"summary_tokens": 110, "max_length": 144}),
 )
 
 
@@ -67,7 +68,7 @@ def one(settings: dict, seed: int, out: Path, split: str, max_steps: int | None)
     start = time.perf_counter()
     result = train(preset, out / "outputs", seed=seed, max_steps=max_steps)
     train_s = time.perf_counter() - start
-    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)[split]
+    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)[split][:20 if max_steps else None]
     model = load_finetuned(preset.base_model, str(result.run_dir), preset.quant)
     tokenizer = load_tokenizer(preset.base_model)
     errors = {}
@@ -82,7 +83,7 @@ def one(settings: dict, seed: int, out: Path, split: str, max_steps: int | None)
             "eval_losses": result.eval_losses}
 
 
-def baselines(settings: dict) -> dict:
+def baselines(settings: dict, smoke: bool = False) -> dict:
     """Every traditional baseline fitted on the preset's training prompt rows, scored on all test rows."""
     from pricer.baselines import fit_all
     from pricer.config import get_preset
@@ -93,8 +94,8 @@ def baselines(settings: dict) -> dict:
     preset = resolve_preset(get_preset("smol", **settings))
     prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
     train_rows = prompts["train"][:preset.train_rows] if preset.train_rows else prompts["train"]
-    fitted = fit_all(train_rows)
-    test = prompts["test"]
+    fitted = fit_all(train_rows[:300] if smoke else train_rows)
+    test = prompts["test"][:20] if smoke else prompts["test"]
     return {name: evaluate(p, test, size=len(test), save=False, title=name).metrics["error"]
             for name, p in fitted.items()}
 
@@ -144,7 +145,7 @@ def main() -> None:
         print(f"sweep: best on validation is {best['label']!r} (${best['errors']['fine_tuned_expected']:.2f})")
     seeds = SEEDS[:1] if args.smoke else SEEDS
     runs = in_parallel([(chosen, seed, "test") for seed in seeds], work / "seeds", max_steps)
-    traditional = baselines(chosen)  # the same training rows and test items for every seed
+    traditional = baselines(chosen, args.smoke)  # the same training rows and test items for every seed
     report["preset"] = {"name": "smol", "settings": settings_of(get_preset("smol", **chosen)),
                         **get_preset("smol", **chosen).to_dict()}
     report["seeds"] = {str(r["seed"]): {"errors": {**r["errors"], **traditional}, "train_s": r["train_s"],

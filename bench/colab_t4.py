@@ -1,7 +1,8 @@
 """Colab T4 rehearsal on a bigger GPU: the lite notebooks, each in a fresh runtime, Drive as a surviving folder.
 
-    python bench/colab_t4.py --model /dev/shm/llama-3b --stage 1    # notebooks 1-3, notebook 4 killed after a checkpoint
-    python bench/colab_t4.py --model /dev/shm/llama-3b --stage 2    # notebook 4 again (resumes), 5, and a straight run
+    python bench/colab_t4.py --model /dev/shm/llama-3b              # the five lite notebooks, 4 killed and rerun
+    python bench/colab_t4.py --model /dev/shm/llama-3b --stage 1    # or in two calls: up to 4 killed after a checkpoint,
+    python bench/colab_t4.py --model /dev/shm/llama-3b --stage 2    #   then 4 again (it resumes) and 5
     python bench/colab_t4.py --preset smol --stage all              # the five smol notebooks the same way
     python bench/colab_t4.py --smoke                                # CPU, tiny preset: checks the script (~10 min)
 
@@ -11,7 +12,8 @@ the lite preset's size (20k training rows). Every kernel rehearses a T4 (PRICER_
 capped at 15 GB, bf16 reported unavailable, so fp16 and the T4's memory plan). Notebook 4 is
 killed (SIGKILL, kernel and all) once its first checkpoint is on "Drive", and run again in a new
 runtime, where it must resume; its adapter is compared with a straight `pricer train` of the same
-preset. Stages share --work, so they can run in two device calls. Writes bench/results/colab_t4.json:
+preset on the same prompts, run alongside the notebooks on the same GPU (so the notebooks' wall
+times are upper bounds). Stages share --work, so they can run in two device calls. Writes bench/results/colab_t4.json:
 `machine`, `notebooks`: name -> {wall_s, peak_allocated_gb, peak_reserved_gb, error_cells},
 `resumed_from_step`, `resumed_adapter_equal` (and how close), per preset.
 """
@@ -51,6 +53,30 @@ def settings_for(args, work: Path) -> dict:
     return {"base_model": args.model, "items": str(catalog / "items")}
 
 
+def start_straight_run(preset: str, settings: dict, work: Path, t4: bool):
+    """`pricer train` of the same preset on the prompts notebook 2 will make (made here the same way), uninterrupted."""
+    from pricer.config import get_preset
+    from pricer.sources import resolve_preset, write_prompts
+
+    resolved = resolve_preset(get_preset(preset, **settings))
+    items = {s: [json.loads(line) for line in (Path(resolved.items) / f"{s}.jsonl").open()]
+             for s in ("train", "validation", "test")}
+    write_prompts(work / "prompts", items, resolved.summary_tokens, resolved.base_model)
+    sets = [f"{k}={v}" for k, v in settings.items()] + [f"prompts={work / 'prompts'}"]
+    env = {**os.environ, **({"PRICER_T4": "1"} if t4 else {})}
+    log = (work / "straight.log").open("w")
+    command = [sys.executable, "-m", "pricer", "train", "--preset", preset, "--output-dir", str(work / "straight"),
+               "--set", *sets]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), time.perf_counter(), work
+
+
+def finish_straight_run(straight) -> float:
+    process, started, work = straight
+    if process.wait() != 0:
+        raise RuntimeError(f"the straight run failed:\n{(work / 'straight.log').read_text()[-3000:]}")
+    return round(time.perf_counter() - started, 1)
+
+
 def compare_adapters(a: Path, b: Path) -> dict:
     """How far two adapters are apart: the largest relative difference of any LoRA tensor."""
     import torch
@@ -72,6 +98,7 @@ def main() -> None:
     p.add_argument("--stage", default="all", choices=("1", "2", "all"))
     p.add_argument("--work", default="/tmp/pricer-colab-t4")
     p.add_argument("--smoke", action="store_true", help="CPU: the tiny preset, no T4 switch")
+    p.add_argument("--no-straight", action="store_true", help="skip the uninterrupted run to compare with")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "colab_t4.json"))
     args = p.parse_args()
     if args.smoke:
@@ -87,6 +114,9 @@ def main() -> None:
     entry = results.setdefault(args.preset, {"notebooks": {}})
     entry["machine"] = machine()
     entry["date"] = time.strftime("%Y-%m-%d")
+    straight = None
+    if args.stage in ("1", "all") and not args.no_straight:
+        straight = start_straight_run(args.preset, settings, work, t4)  # on the same GPU, alongside the notebooks
     for stage, notebooks in (("1", first), ("2", second)):
         if args.stage not in (stage, "all"):
             continue
@@ -94,16 +124,14 @@ def main() -> None:
                           notebooks=notebooks)
         entry["notebooks"].update(report["notebooks"])
         entry.update({k: v for k, v in report.items() if k != "notebooks"})
-    if args.stage in ("2", "all"):
+    if straight is not None:
+        entry["straight_train_s"] = finish_straight_run(straight)
+        entry["straight_run_alongside"] = True  # its GPU time overlapped the notebooks': their wall_s are upper bounds
+        lab_prompts = drive / "pricer-lab" / "data" / "prompts"
+        entry["notebook_2_prompts_equal_the_straight_runs"] = all(
+            (lab_prompts / f).read_bytes() == (work / "prompts" / f).read_bytes() for f in ("train.jsonl", "val.jsonl"))
         [resumed] = [p.parent for p in (drive / "pricer-lab" / "outputs").glob("*/pricer_run.json")]
-        straight = work / "straight"
-        start = time.perf_counter()
-        sets = [f"{k}={v}" for k, v in settings.items()] + [f"prompts={drive / 'pricer-lab' / 'data' / 'prompts'}"]
-        env = {**os.environ, **({"PRICER_T4": "1"} if t4 else {})}
-        subprocess.run([sys.executable, "-m", "pricer", "train", "--preset", args.preset, "--output-dir", str(straight),
-                        "--set", *sets], check=True, env=env)
-        [reference] = [p.parent for p in straight.glob("*/pricer_run.json")]
-        entry["straight_train_s"] = round(time.perf_counter() - start, 1)
+        [reference] = [p.parent for p in (work / "straight").glob("*/pricer_run.json")]
         closeness = compare_adapters(resumed, reference)
         entry["resumed_adapter_equal"] = closeness["equal"]
         entry["resumed_adapter"] = closeness

@@ -32,7 +32,7 @@ def worker(args) -> None:
     from pricer import distributed
     from pricer.config import get_preset
     from pricer.memory import ModelShape
-    from pricer.train import build_trainer, plan_setup
+    from pricer.train import Options, build_trainer, plan_setup
 
     distributed.init()
     shape = tt.SMOKE if args.smoke else tt.LLAMA_3B
@@ -46,9 +46,9 @@ def worker(args) -> None:
     preset = get_preset("full", batch_size=args.batch, save_steps=10**6,
                         optimizer="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
-                       args.budget_gb, args.micro_batch)
+                       Options(budget_gb=args.budget_gb, micro_batch=args.micro_batch))
     trainer = build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, Path(args.out_dir),
-                            max_steps=args.warmup + args.steps)
+                            Options(max_steps=args.warmup + args.steps))
     start = time.perf_counter()
     figures = tt.measure(trainer, args.warmup)
     if distributed.is_main():

@@ -32,7 +32,8 @@ def main(out: Path, smoke: bool = False) -> dict:
     from transformers import TrainerCallback
 
     from pricer.memory import ModelShape
-    from pricer.train import build_trainer, last_checkpoint, plan_setup
+    from pricer.runs import last_checkpoint
+    from pricer.train import Options, applied_setup, build_trainer, plan_setup
 
     shape = tt.SMOKE if smoke else tt.LLAMA_3B
     rows = tt.make_rows(32 * 6, shape["vocab_size"])
@@ -42,8 +43,9 @@ def main(out: Path, smoke: bool = False) -> dict:
 
     def trainer(run: str, resuming: bool = False):
         model = tt.load_4bit(tmp / "model", torch.float32 if smoke else torch.bfloat16)
-        setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows], 14.0)
-        return build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, tmp / run, max_steps=6,
+        setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
+                           Options(budget_gb=14.0))
+        return build_trainer(model, tt.tiny_tokenizer(), rows, preset, setup, tmp / run, Options(max_steps=6),
                              resuming=resuming)
 
     def finish(t) -> tuple[dict, list[float]]:
@@ -80,7 +82,7 @@ def main(out: Path, smoke: bool = False) -> dict:
                 for n in straight_lora if "lora_B" in n]
 
     report = {"machine": tt.machine(), "steps": resumed.state.global_step,
-              "resumed_compiled": resumed.pricer_setup.compiled, "straight_losses": straight_losses,
+              "resumed_compiled": applied_setup(resumed).compiled, "straight_losses": straight_losses,
               "resumed_losses": resumed_losses,
               "lora_B_relative_gap_resumed": {"max": max(gaps(resumed_lora)), "mean": mean(gaps(resumed_lora))},
               "lora_B_relative_gap_rerun": {"max": max(gaps(again_lora)), "mean": mean(gaps(again_lora))}}

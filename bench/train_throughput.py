@@ -112,15 +112,15 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                 micro_batch: int | None):
     """pricer.train's trainer with the plan it would make for a `budget_gb` device."""
     from pricer.memory import ModelShape
-    from pricer.train import build_trainer, plan_setup
+    from pricer.train import Options, applied_setup, build_trainer, plan_setup
 
     preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
                         optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
-                       budget_gb, micro_batch)
+                       Options(budget_gb=budget_gb, micro_batch=micro_batch))
     setup = replace(setup, precision=precision)  # the dtype under test
-    trainer = build_trainer(model, tokenizer, rows, preset, setup, out, max_steps=steps)
-    return trainer, trainer.pricer_setup
+    trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
+    return trainer, applied_setup(trainer)
 
 
 def measure(trainer, warmup: int) -> dict:

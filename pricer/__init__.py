@@ -8,18 +8,8 @@ Names are imported lazily, so `import pricer` needs no GPU, token or network, an
 """
 
 import importlib
-import warnings
 
 __version__ = "0.1.0"
-
-# Jupyter without ipywidgets (executed labs, plain installs): tqdm draws text bars, and says so in a warning.
-warnings.filterwarnings("ignore", message="IProgress not found")
-# peft 0.21 and TRL 1.16 read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates with a
-# FutureWarning at every read; pricer never calls it, and there is nothing a student can change about it.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-# torch 2.13's own torch.utils.mkldnn still uses torch.jit.script_method, deprecated by torch 2.13 itself; generation
-# imports it on a CPU. Not ours to change, and not a student's.
-warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
 
 _EXPORTS = {
     "Item": "pricer.items",

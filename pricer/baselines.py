@@ -14,8 +14,8 @@ dollars; errors in log space weigh a $10 item as much as a $500 one).
 Baselines train on, and predict for, `Item`s or prompt rows {"prompt", "completion"} alike.
 Items give the model their summary; prompt rows the summary inside the prompt, cut at the
 preset's token cap. Train on the view you test on: Items' full summaries carry the weight and
-more words, which a cut prompt lacks (bench/README.md: BoW ridge $65 trained and tested on
-Items, $92 trained on Items and tested on prompt rows, $66 trained and tested on prompt rows).
+more words, which a cut prompt lacks (bench/README.md, "Baselines", has the figures: fitted on
+Items and scored on prompt rows, every learner loses).
 Weight comes from `Item.weight`, else a "Weight: N pounds" line in the text, else it is missing.
 Neural networks live in pricer/neural.py.
 """
@@ -26,8 +26,8 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 from pricer.items import DataError, check_prompt_row
 from pricer.prompts import text_of  # also the frontier models' and the human baseline's reading
 
@@ -117,8 +117,8 @@ class Constant:
 class HandFeatures:
     """The course's 'simple features': log weight (+ a missing flag) and the category.
 
-    Text length, which the course also used, gained $0.30 on the catalog's Items and cost $8 on
-    prompt rows, whose summaries are cut short: a length the model never saw in training."""
+    Text length, which the course also used, is left out: on prompt rows, whose summaries are cut
+    short, it is a length the model never saw in training (bench/README.md, "Baselines")."""
 
     def fit(self, datapoints):
         weights = np.array([weight_of(d) for d in datapoints])

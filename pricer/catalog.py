@@ -32,7 +32,6 @@ gives each Item with that noiseless value: the best any model can do, the noise 
 import dataclasses
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from pricer.prompts import MAX_PRICE, MIN_PRICE
 

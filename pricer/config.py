@@ -116,8 +116,8 @@ PRESETS = {
         warmup_fraction=0.03,
         optimizer="adamw_torch",  # 135M: the optimizer state is small, nothing to page
         train_rows=None,  # the whole catalog
-        summary_tokens=48,
-        max_length=80,
+        summary_tokens=80,  # the catalog's condition, battery and bundle lines mostly survive an 80-token cut
+        max_length=112,
         save_steps=100,
         eval_size=400,  # every test item: a 135M model scores them in seconds
     ),

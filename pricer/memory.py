@@ -2,7 +2,7 @@
 
     shape = ModelShape.from_pretrained(preset.base_model)          # reads config.json only
     gb = estimate_peak_gb(shape, preset, micro_batch=16, tokens=16 * 128, checkpointing=False)
-    plan = plan_batches(shape, preset, lengths, budget_gb=14.0)    # or PricerError naming what fits
+    plan = plan_batches(shape, preset, lengths, Device(budget_gb=14.0))    # or PricerError naming what fits
 
 The estimate adds the weights (4-bit packed layers, 16-bit embeddings), the LoRA weights with
 their gradients and AdamW state, and the activations autograd keeps for the backward pass. The
@@ -11,19 +11,23 @@ on a Llama-3.2-3B-shaped layer (bf16, LoRA r=32), fitted as `a * hidden + b * in
 scaled to the one GPU measurement we have: lite at batch 32 x 128 on an H100 peaked at 18.3 GB
 without checkpointing (this reads 19.7 GB with the 5% headroom) and 3.98 GB with it (reads 4.5 GB):
 a little on the safe side, which is the side a preflight should err on. Compiled layers (the GPU
-path) keep less: fused kernels drop some intermediates, and the compiler is told to keep 70% of
-the rest, recomputing cheap elementwise work in the backward pass (`pricer.speed.ACTIVATION_BUDGET`;
-measured: lite at 32 x 128 on an H200 peaked at 11.1 GB instead of 15.0, at the same speed).
+path) keep less: fused kernels drop some intermediates, and the compiler is told to keep a share of
+the rest, recomputing cheap elementwise work in the backward pass (`pricer.patches.torch`).
+
+The estimate counts only what the patches in force give (`pricer.patches.status()`, or the
+`patches` argument): the activation budget only when the compiler settings are on, and the loss
+head's logits for the completions alone only when TRL's completion-only scoring is on (else for
+every position). A patch that is off is never assumed.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from pricer.config import MLP
 from pricer.errors import PricerError
-from pricer.speed import ACTIVATION_BUDGET
+from pricer.patches import PatchStatus, status
 
 GB = 1e9
-MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
 # Saved-activation bytes per token and layer in 16-bit, as a * hidden + b * intermediate, keyed by
 # (LoRA on the MLP, dropout > 0): measured on CPU, less the ~2 x hidden of attention probabilities
 # that the GPU's fused attention kernels don't keep.
@@ -34,7 +38,7 @@ FUSED_SAVING = (8.0, 2.0)  # fused RMSNorm keeps its input only (-8 x hidden), f
 FP32_LORA_INPUTS = 9.0  # x hidden bytes: fp16 training (LoRA weights in fp32) keeps fp32 copies of LoRA inputs (H100)
 HEADROOM = 1.05  # allocator rounding and fragmentation on top of what tensors hold
 FIXED_GB = 0.3  # CUDA workspaces, optimizer scratch
-SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens; TRL scores only those positions on a GPU
+SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens: with completion-only scoring, the loss head sees only those
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,21 @@ class ModelShape:
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
 
+@dataclass(frozen=True)
+class Device:
+    """How training runs here, as far as memory goes: the budget, the precision, and the speed-ups applied."""
+
+    budget_gb: float = 14.0
+    precision: str = "bf16"  # "bf16", "fp16" (LoRA weights fp32) or "fp32" (CPU)
+    padded: bool = False  # batches padded to their longest row (else a high percentile of summed lengths)
+    compiled: bool = False  # compiled decoder layers (GPU): fused kernels, the activation budget
+    patches: PatchStatus | None = None  # the patches training applies (None: this process's status())
+
+    @property
+    def applied(self) -> PatchStatus:
+        return self.patches or status()
+
+
 def weight_bytes(shape: ModelShape, quant: str | None, dtype_bytes: int) -> float:
     """Frozen weights: packed projections plus 16-bit (or 32-bit) embeddings and head."""
     linear = shape.layers * sum(i * o for i, o in shape.linear_shapes().values())
@@ -97,10 +116,10 @@ def bytes_per_value(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, precision: str = "bf16",
-                     compiled: bool = False) -> float:
+def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool, device: Device = Device()) -> float:
     """What autograd keeps for the backward pass of one micro-batch of `tokens` tokens."""
-    mlp = any(t in MLP_NAMES for t in preset.target_modules)
+    precision, compiled = device.precision, device.compiled
+    mlp = any(t in MLP for t in preset.target_modules)
     key = (mlp, preset.lora_dropout > 0)
     a, b = ACTIVATION_A[key], ACTIVATION_B[key]
     if compiled:
@@ -110,21 +129,23 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
     if precision == "fp16":
         per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
-        per_layer *= ACTIVATION_BUDGET
+        per_layer *= device.applied.activation_budget
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
         return tokens * (shape.layers * shape.hidden * width + per_layer)
     return tokens * shape.layers * per_layer
 
 
 def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, checkpointing: bool,
-                     precision: str = "bf16", compiled: bool = False) -> float:
+                     device: Device = Device()) -> float:
     """Peak training memory in GB for one micro-batch holding `tokens` tokens in all."""
+    patches, precision = device.applied, device.precision
     lora = shape.lora_params(preset.lora_r, preset.target_modules)
     width = bytes_per_value(precision)
     trainable = lora * (2 * width + 8)  # weight + gradient, AdamW's two fp32 moments
-    loss_chunk = micro_batch * SCORED_PER_ROW * shape.vocab * 4 * 2  # fp32 logits and their gradient
+    scored = micro_batch * SCORED_PER_ROW if patches.completion_scoring else tokens
+    loss_chunk = scored * shape.vocab * 4 * 2  # fp32 logits and their gradient
     total = (weight_bytes(shape, preset.quant, width) + trainable + loss_chunk
-             + activation_bytes(shape, preset, tokens, checkpointing, precision, compiled))
+             + activation_bytes(shape, preset, tokens, checkpointing, device))
     return total * HEADROOM / GB + FIXED_GB
 
 
@@ -149,14 +170,15 @@ class BatchPlan:
     budget_gb: float
 
 
-def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float, precision: str = "bf16",
-                 padded: bool = False, compiled: bool = False, micro_batch: int | None = None,
+def plan_batches(shape: ModelShape, preset, lengths: list[int], device: Device, micro_batch: int | None = None,
                  checkpointing: bool | None = None) -> BatchPlan:
-    """The fastest split of preset.batch_size that fits the budget, or a PricerError saying what fits.
+    """The fastest split of preset.batch_size that fits the device, or a PricerError saying what fits.
 
     Preference: no gradient checkpointing (it recomputes the forward pass, ~1.3-1.9x slower) with
-    the largest micro-batch; checkpointing only when no micro-batch fits without it.
+    the largest micro-batch; checkpointing only when no micro-batch fits without it. `micro_batch`
+    and `checkpointing` force a choice.
     """
+    device = replace(device, patches=device.applied)  # read once for every estimate below
     sizes = [m for m in range(preset.batch_size, 0, -1) if preset.batch_size % m == 0]
     if micro_batch is not None:
         if preset.batch_size % micro_batch:
@@ -165,31 +187,29 @@ def plan_batches(shape: ModelShape, preset, lengths: list[int], budget_gb: float
     modes = [False, True] if checkpointing is None else [checkpointing]
 
     def cost(m, ckpt):
-        tokens = micro_batch_tokens(lengths, m, padded)
-        return estimate_peak_gb(shape, preset, m, tokens, ckpt, precision, compiled)
+        tokens = micro_batch_tokens(lengths, m, device.padded)
+        return estimate_peak_gb(shape, preset, m, tokens, ckpt, device)
 
     for ckpt in modes:
         for m in sizes:
             if ckpt is False and checkpointing is None and micro_batch is None and m < min(8, preset.batch_size):
                 break  # tiny micro-batches waste the GPU: better to recompute at a larger one (unless asked for)
             peak = cost(m, ckpt)
-            if peak <= budget_gb:
-                return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), budget_gb)
-    raise PricerError(_refusal(shape, preset, lengths, budget_gb, precision, padded, compiled,
-                               micro_batch, checkpointing, cost))
+            if peak <= device.budget_gb:
+                return BatchPlan(m, preset.batch_size // m, ckpt, round(peak, 2), device.budget_gb)
+    raise PricerError(_refusal(shape, preset, lengths, device, micro_batch, checkpointing, cost))
 
 
-def _refusal(shape, preset, lengths, budget_gb, precision, padded, compiled, micro_batch, checkpointing,
-             cost) -> str:
+def _refusal(shape, preset, lengths, device: Device, micro_batch, checkpointing, cost) -> str:
     """The message for a plan that does not fit: what was asked, and what would fit instead."""
     asked = micro_batch or 1
     need = cost(asked, True if checkpointing is None else checkpointing)
     text = (f"preset {preset.name!r} needs ~{need:.1f} GB at micro-batch {asked}"
             f"{' with' if checkpointing is not False else ' without'} gradient checkpointing, "
-            f"but this device has ~{budget_gb:.1f} GB to give.")
+            f"but this device has ~{device.budget_gb:.1f} GB to give.")
     if micro_batch is not None or checkpointing is not None:
         try:
-            fits = plan_batches(shape, preset, lengths, budget_gb, precision, padded, compiled)
+            fits = plan_batches(shape, preset, lengths, device)
             return (f"{text} Micro-batch {fits.micro_batch} with {fits.accumulation} accumulation steps "
                     f"{'and' if fits.checkpointing else 'without'} gradient checkpointing fits "
                     f"(~{fits.peak_gb:.1f} GB, same effective batch): leave micro_batch unset to get it.")

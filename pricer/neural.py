@@ -21,7 +21,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 
 STEPS = 1_250  # optimizer steps to aim for: 20 epochs of the catalog; more overfit it
 

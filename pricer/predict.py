@@ -22,14 +22,13 @@ ancestors (a tree attention mask), so the cache is never copied. Prefixes that n
 forward are pruned depth by depth: each item keeps its most likely ones until they hold `coverage`
 of its live probability (at most `top_k`; counted per item, so an answer never depends on its
 batch); complete prices are never pruned. The pruned mass is dropped and the kept prices renormalised
-(`PriceDistribution.kept_mass` says how much survived); `coverage=1.0` is exact. On the embedded
-model after a quick LoRA (bench/README.md) greedy generation scored $87 (every answer began with
-"1", the likeliest first digit of prices), the expectation $50; keeping a fixed 16 prefixes per
-depth instead of 99% of the mass gave $70: a lightly tuned model spreads its belief widely.
+(`PriceDistribution.kept_mass` says how much survived); `coverage=1.0` is exact. Why coverage
+and not a fixed number of prefixes: a lightly tuned model spreads its belief widely, and greedy
+generation favours the likeliest first digit (bench/README.md, "Evaluation", has the figures).
 
 On a GPU, for one-token numbers, the model's RMSNorm, SwiGLU and rotary embeddings are compiled
-into fused kernels (`pricer.speed.fuse_kernels`, the model is changed in place; same math) and
-prompt lengths are rounded up to a multiple of 16 so each shape compiles once: measured ~1.3x.
+into fused kernels (`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same
+math) and prompt lengths are rounded up to a multiple of 16 so each shape compiles once (bench/README.md).
 """
 
 import contextlib
@@ -39,7 +38,8 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.speed import PAD_MULTIPLE, fuse_kernels
+from pricer.patches.torch import PAD_MULTIPLE
+from pricer.patches.transformers import fuse_kernels
 
 STATS = ("mean", "median")
 
@@ -114,8 +114,24 @@ def model_fingerprint(model) -> str:
         with torch.no_grad():
             stats = torch.stack([s for p in lora for s in (p.float().sum(), p.float().square().sum())])
         digest = hashlib.sha256(stats.cpu().numpy().tobytes()).hexdigest()[:16]
-    name = getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "")
-    return f"{name}@{getattr(config, '_commit_hash', None)}|{sorted(quant.items())}|lora:{digest}"
+    name = getattr(model, "name_or_path", "") or config.name_or_path
+    return f"{name}@{model_revision(name)}|{sorted(quant.items())}|lora:{digest}"
+
+
+def model_revision(name: str) -> str | None:
+    """The commit a Hub model's default branch had when it was last downloaded (what pricer loads); None for a
+    folder, "unresolved" when the local cache doesn't say. transformers 5 no longer keeps it on the config."""
+    import os
+
+    from huggingface_hub import resolve_revision
+    from huggingface_hub.errors import HFValidationError, RevisionResolutionError
+
+    if not name or os.path.exists(name):
+        return None
+    try:
+        return resolve_revision(name, local_files_only=True).resolved
+    except (RevisionResolutionError, HFValidationError):  # not downloaded through the default cache, or not a repo id
+        return "unresolved"
 
 
 def default_batch_size(model, tree: bool = False) -> int:
@@ -248,7 +264,7 @@ class PricePredictor:
 
     def _each_batch(self, datapoints, read) -> list:
         """Batches sorted by length, so padding stays small; results back in input order."""
-        from tqdm.auto import tqdm
+        from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 
         rows = self.tokenizer([prompt_of(d) for d in datapoints])["input_ids"]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -371,8 +387,3 @@ def _distributions(values, lps, number_mass) -> list[PriceDistribution]:
         keep = [i for i, q in enumerate(p) if q > 0]
         out.append(PriceDistribution([v[i] for i in keep], [p[i] for i in keep], n, k))
     return out
-
-
-def predict_prices(datapoints, model, tokenizer, **kwargs) -> list[float]:
-    """Prices for many datapoints in one call: PricePredictor(model, tokenizer, **kwargs) without keeping it."""
-    return PricePredictor(model, tokenizer, **kwargs).predict_batch(datapoints)

@@ -21,6 +21,18 @@ import time
 from pricer.config import flag
 
 
+def known_warnings_off() -> None:
+    """Silence warnings a student can do nothing about, each named with its source (pricer.session.start calls it)."""
+    import warnings
+
+    # peft 0.21 and TRL 1.16 read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates with a
+    # FutureWarning at every read (three times per training); pricer never reads it.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # torch 2.13's own torch.utils.mkldnn still uses torch.jit.script_method, which torch 2.13 deprecates; text
+    # generation on a CPU imports it.
+    warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
+
+
 def executed() -> bool:
     """True in a notebook the lab runner executes (no one watching, read afterwards)."""
     return flag("PRICER_EXECUTED")

@@ -130,7 +130,7 @@ def _resumed_from(executed: Path) -> int | None:
     import re
 
     text = executed.read_text(errors="ignore")
-    match = re.search(r"resum\w* from checkpoint-(\d+)", text)
+    match = re.search(r"resum\w* from \S*checkpoint-(\d+)", text)
     return int(match.group(1)) if match else None
 
 

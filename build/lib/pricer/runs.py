@@ -1,0 +1,252 @@
+"""Training run folders: found again by what they train, checked when read, resumable from Drive or the Hub.
+
+    run = open_run(preset, "outputs", rows, max_steps=None, push="me/pricer-lite")
+    run.dir, run.resume, run.finished      # outputs/lite-2026-12-01_10.00.00/, its last good checkpoint
+    latest_adapter("outputs", preset)      # the newest finished run of this base model and data
+
+A run is identified by the resolved preset (less where its data lives: the rows' digest stands
+for them), the step cap and the data, so rerunning the same command, in a new Colab runtime
+with the folder on Drive, finds the same folder and resumes it. Its record (`pricer_run.json`)
+and checkpoints are validated when read: a damaged one is named and skipped for the previous
+good one. One process trains in a folder at a time. With `push`, the record goes to the Hub repo
+beside the checkpoints Trainer pushes (`last-checkpoint/`), so a run whose folder is gone
+resumes from the Hub.
+"""
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pricer import distributed
+from pricer.errors import DataError, PricerError, hub_errors
+from pricer.files import acquire_lock, read_json, write_json
+from pricer.sources import embedded_model_dir
+
+RUN_FILE = "pricer_run.json"  # the identity a rerun matches on, the status, the applied setup and the losses
+ADAPTER_FILE = "adapter_model.safetensors"
+NOT_TRAINING = ("items", "prompts", "requested", "eval_size")  # preset values that don't change what is trained
+
+
+@dataclass
+class Run:
+    """A run folder and where it stands."""
+
+    dir: Path
+    identity: dict
+    resume: str | None = None  # the checkpoint to resume from
+    record: dict = field(default_factory=dict)
+    push: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.record.get("status") == "finished"
+
+
+def identity(preset, rows: list[dict], max_steps: int | None) -> dict:
+    """What makes two runs the same run: the resolved preset's training values, the step cap and the data."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True).encode())
+    values = {k: v for k, v in preset.to_dict().items() if k not in NOT_TRAINING}
+    if Path(values["base_model"]) == embedded_model_dir():
+        values["base_model"] = "embedded"  # the same model in every runtime, wherever PRICER_HOME is
+    return json.loads(json.dumps({"preset": values, "max_steps": max_steps, "data": digest.hexdigest()[:16]}))
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The run's record, or None (said once) when it is missing or damaged."""
+    try:
+        record = read_json(run_dir / RUN_FILE, "run record", "that folder is skipped; delete it if it is not needed")
+        if not isinstance(record.get("identity"), dict):
+            raise DataError(f"{run_dir / RUN_FILE}: the run record has no identity; that folder is skipped")
+        return record
+    except DataError as e:
+        _say(str(e))
+        return None
+
+
+def write_record(run_dir: Path, **fields) -> None:
+    """Merge `fields` into the run's record, atomically (the main process only)."""
+    if distributed.is_main():
+        record = (read_record(run_dir) or {}) if (run_dir / RUN_FILE).exists() else {}
+        write_json(run_dir / RUN_FILE, {**record, **fields})
+
+
+def runs_of(output_dir: str | Path, name: str = "*") -> list[tuple[Path, dict]]:
+    """(folder, record) of every readable run of preset `name` under output_dir, oldest first."""
+    found = []
+    for path in sorted(Path(output_dir).glob(f"{name}-*/{RUN_FILE}")):
+        record = read_record(path.parent)
+        if record is not None:
+            found.append((path.parent, record))
+    return found
+
+
+def find_run(output_dir: str | Path, ident: dict) -> Path | None:
+    """The newest run folder of this identity under output_dir, finished or not."""
+    matches = [d for d, record in runs_of(output_dir, ident["preset"]["name"]) if record["identity"] == ident]
+    return matches[-1] if matches else None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint can't be resumed from (None when it can): each file it needs, read back."""
+    try:
+        state = read_json(folder / "trainer_state.json", "trainer state")
+        if not isinstance(state.get("global_step"), int):
+            return "trainer_state.json has no global_step"
+    except DataError as e:
+        return str(e)
+    problem = safetensors_problem(folder / ADAPTER_FILE)
+    if problem:
+        return problem
+    for name in ("optimizer.pt", "scheduler.pt"):  # torch.save writes zip archives: a cut one has no directory
+        if not zipfile.is_zipfile(folder / name):
+            return f"{name} is missing or truncated"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is unusable (missing, or shorter than its header says), else None."""
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if path.stat().st_size < 8 + size + end:
+            return f"{path.name} is truncated"
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError):
+        return f"{path.name} is damaged"
+    return None
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The good checkpoint with the highest step; damaged ones are named and passed over."""
+    def step(path):
+        tail = path.name.rpartition("-")[2]
+        return int(tail) if tail.isdigit() else -1
+
+    for folder in sorted(Path(run_dir).glob("checkpoint-*"), key=step, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        _say(f"pricer: {folder} can't be resumed from ({problem}); trying the one before it")
+    return None
+
+
+def open_run(preset, output_dir: str | Path, rows: list[dict], max_steps: int | None = None,
+             push: str | None = None) -> Run:
+    """The run this preset, data and step cap make: found again (locally, else on the Hub) or created; held."""
+    ident = identity(preset, rows, max_steps)
+    output_dir = Path(output_dir)
+    with distributed.main_first():  # several GPUs: the main process makes the folder, the others find it
+        run_dir = find_run(output_dir, ident) or (push and restore_from_hub(push, output_dir, ident))
+        if run_dir is None:
+            run_dir = _new_folder(output_dir, preset.name)
+            write_record(run_dir, identity=ident, status="running", push=push)
+            _push_record(push, run_dir)
+    if distributed.is_main():
+        acquire_lock(run_dir, "training")
+    run = Run(Path(run_dir), ident, record=read_record(Path(run_dir)) or {}, push=push)
+    if run.finished and safetensors_problem(run.dir / ADAPTER_FILE):
+        _say(f"pricer: {run.dir} is marked finished but its adapter is unusable "
+             f"({safetensors_problem(run.dir / ADAPTER_FILE)}); finishing it again from its last checkpoint")
+        run.record["status"] = "running"
+    run.resume = None if run.finished else last_checkpoint(run.dir)
+    return run
+
+
+def _new_folder(output_dir: Path, name: str) -> Path:
+    stamp = f"{name}-{datetime.now():%Y-%m-%d_%H.%M.%S}"
+    for n in range(1, 100):  # two runs started in the same second get their own folders
+        run_dir = output_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise PricerError(f"could not make a run folder under {output_dir}")
+
+
+def restore_from_hub(repo: str, output_dir: Path, ident: dict) -> Path | None:
+    """A run of this identity whose checkpoints were pushed to `repo`, downloaded into output_dir; else None."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    with hub_errors(repo):
+        try:
+            record = json.loads(Path(hf_hub_download(repo, RUN_FILE)).read_text())
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return None
+        if record.get("identity") != ident:
+            return None
+        run_dir = output_dir / record.get("folder", f"{ident['preset']['name']}-from-hub")
+        snapshot_download(repo, local_dir=run_dir, allow_patterns=["last-checkpoint/*"])
+    write_json(run_dir / RUN_FILE, {**record, "status": "running"})
+    checkpoint = run_dir / "last-checkpoint"
+    if checkpoint.exists():
+        state = read_json(checkpoint / "trainer_state.json", "trainer state pushed to the Hub")
+        checkpoint.rename(run_dir / f"checkpoint-{state['global_step']}")
+    print(f"pricer: {repo} holds this run's checkpoints; restored them into {run_dir} to resume")
+    return run_dir
+
+
+def _push_record(repo: str | None, run_dir: Path) -> None:
+    """Put the run's record in its Hub repo, so a new runtime can find the run there (main process only)."""
+    if not repo or not distributed.is_main():
+        return
+    from huggingface_hub import HfApi
+
+    write_record(run_dir, folder=run_dir.name)
+    with hub_errors(repo, write=True):
+        api = HfApi()
+        api.create_repo(repo, private=True, exist_ok=True)
+        api.upload_file(path_or_fileobj=str(run_dir / RUN_FILE), path_in_repo=RUN_FILE, repo_id=repo)
+
+
+def finish_run(run: Run, **fields) -> None:
+    """Mark the run finished with its figures, locally and (with push) on the Hub."""
+    write_record(run.dir, status="finished", **fields)
+    run.record = read_record(run.dir) or {}
+    _push_record(run.push, run.dir)
+
+
+def latest_adapter(output_dir: str | Path = "outputs", preset=None) -> Path | None:
+    """The newest finished run's adapter folder under output_dir: of `preset` (a name, or a Preset whose
+    base model and training data it must match), with an adapter file that reads back whole."""
+    name = getattr(preset, "name", preset) or "*"
+    finished = [d for d, record in runs_of(output_dir, name)
+                if record.get("status") == "finished" and not safetensors_problem(d / ADAPTER_FILE)]
+    if hasattr(preset, "base_model"):
+        finished = [d for d in finished if compatible(d, preset) is None]
+    return max(finished, key=lambda d: d.name.split("-", 1)[1], default=None)
+
+
+def compatible(run_dir: Path, preset, train_rows: list[dict] | None = None) -> str | None:
+    """Why the adapter in run_dir doesn't fit this preset's base model (or training data), else None."""
+    record = read_record(run_dir)
+    if record is None:
+        return None  # not one of ours (e.g. a Hub adapter): only its shapes can tell
+    trained = record["identity"]["preset"]["base_model"]
+    wanted = "embedded" if Path(preset.base_model) == embedded_model_dir() else preset.base_model
+    if trained != wanted:
+        return f"it was trained on {trained}, not {wanted}"
+    if train_rows is not None:
+        rows = train_rows[:preset.train_rows] if preset.train_rows else train_rows
+        if identity(preset, rows, None)["data"] != record["identity"]["data"]:
+            return "it was trained on other data than this preset's training rows"
+    return None
+
+
+_SAID: set[str] = set()
+
+
+def _say(message: str) -> None:
+    """Print a notice once per process (a damaged file is named once, not at every look)."""
+    if message not in _SAID and distributed.is_main():
+        _SAID.add(message)
+        print(message)

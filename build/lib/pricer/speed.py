@@ -1,0 +1,128 @@
+"""Speed switches for training: same math, less waste. Used by pricer.train (and pricer.predict).
+
+- `grouped_trainer`: batches of rows of similar length (little padding), in random order;
+- `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU);
+- `fuse_kernels`: RMSNorm, SwiGLU and rotary embeddings compiled into single kernels (GPU), for
+  `pricer.predict.PricePredictor`; with either, batch lengths are rounded up to PAD_MULTIPLE;
+- `score_completions_only`: TRL's loss projects only the completion's positions on CPU too;
+- `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
+- `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
+
+What changes a library's behaviour lives in `pricer.patches` (one module per library, each fenced by
+the versions it was tested with, off with one line outside them); this module decides where to use
+it. Measured effects: bench/README.md.
+"""
+
+import weakref
+
+from pricer.patches.bitsandbytes import paged_waits_only
+from pricer.patches.torch import PAD_MULTIPLE, compiled, compiler_works
+from pricer.patches.transformers import fuse_kernels, with_train_sampler
+from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
+
+__all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_layers", "fuse_kernels",
+           "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_without_syncs",
+           "score_completions_only"]
+
+_compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
+
+
+def decoder_layers(model):
+    """The model's stack of transformer blocks (`model.layers` in Llama-style families, under any wrapper)."""
+    import torch
+
+    stacks = [m for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and name.endswith("layers")]
+    if not stacks:
+        raise ValueError(f"no decoder layers found in {type(model).__name__}")
+    return stacks[0]
+
+
+def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bool:
+    """Compile every decoder layer (LoRA and 4-bit matmuls included) and, with `graphs`, replay it as a CUDA graph.
+
+    Compiling whole layers, not just their elementwise kernels, stops the GPU waiting while Python
+    launches thousands of small kernels; CUDA graphs cut the launches further. The compiler keeps
+    `pricer.patches.torch.ACTIVATION_BUDGET` of the saved activations while our layers compile (see
+    there). One compiled graph serves all layers (weights are its inputs); each batch shape compiles once.
+    `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool."""
+    if model in _compiled:
+        return True
+    if not compiler_works(next(model.parameters()).device):
+        return False
+    for layer in decoder_layers(model):  # the layer's own forward, compiled: hooks and checkpointing stay outside
+        layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=False)
+    if graphs and accumulating:
+        _own_gradients(model)
+    _compiled[model] = True
+    return True
+
+
+def is_compiled(model) -> bool:
+    """Whether compile_layers compiled this model's layers."""
+    return model in _compiled
+
+
+def _own_gradients(model) -> None:
+    """Copy each gradient out of the CUDA graphs' memory pool as soon as autograd stores it.
+
+    Autograd adopts a graphed layer's gradient as the parameter's .grad without copying; the next
+    micro-batch's replay reuses that memory, so gradient accumulation would fail ("accessing tensor
+    output of CUDAGraphs that has been overwritten"). Without accumulation the optimizer has used the
+    gradients before the next replay, and the copies (one per LoRA tensor) are skipped."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", p.grad.clone()))
+
+
+class LengthGroupedBatches:
+    """A sampler: rows sorted by length within chunks of 50 batches, then the batches shuffled.
+
+    transformers' own group_by_length keeps each chunk's batches in long-to-short order: on a
+    short run that is a curriculum by length (and, here, by product kind), which we measured to
+    hurt the tiny preset badly (bench/README.md). Shuffling the batches keeps the
+    padding saving without it. Deterministic for a seed and epoch, so a resumed run sees the same order."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        chunk = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), chunk):
+            rows = sorted(order[start:start + chunk], key=self.lengths.__getitem__)
+            batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield from batches[b]
+
+
+def _length_grouped(trainer, dataset) -> LengthGroupedBatches:
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return LengthGroupedBatches(lengths, trainer.args.per_device_train_batch_size, trainer.args.seed)
+
+
+def grouped_trainer(trainer_class):
+    """`trainer_class` drawing its batches from LengthGroupedBatches (Trainer's own order when its patch is off)."""
+    return with_train_sampler(trainer_class, _length_grouped)
+
+
+def optimizer_without_syncs(args):
+    """(class, kwargs) of the optimizer `args.optim` names; a 32-bit bitsandbytes one waits only for paged states.
+
+    bitsandbytes synchronizes with the GPU after updating each tensor, paged or not; LoRA tensors are
+    too small to be paged, so each wait only idles the GPU. The update kernels are bitsandbytes' own."""
+    from transformers import Trainer
+
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    if cls.__module__.startswith("bitsandbytes") and kwargs.get("optim_bits") == 32:
+        cls = paged_waits_only(cls)
+    return cls, kwargs

@@ -1,0 +1,135 @@
+"""transformers: the training sampler, one GPU per process, and fused RMSNorm / SwiGLU / rotary kernels.
+
+- `with_train_sampler(trainer_class, make_sampler)`: Trainer asks its private `_get_train_sampler`
+  for the order of the training rows; the subclass answers with pricer's sampler. Off: Trainer's
+  own random order (more padding per batch).
+- `use_one_gpu(args)`: a process that sees several GPUs would have Trainer wrap the model in
+  nn.DataParallel, which TRL refuses; Trainer reads `args.n_gpu`, backed by the private `_n_gpu`,
+  and sets it to 1 itself for a model placed with device_map. Off: a PricerError naming the remedy.
+- `fuse_kernels(model)`: RMSNorm, SwiGLU and rotary embeddings of this model compiled into single
+  kernels, in place. A module is fused only if its class's forward is, to the character, the
+  Llama code that was replicated (Qwen2, Mistral, SmolLM2 share it), so another family's variant is
+  never given Llama's math; attention gets a copy of its forward that finds the compiled
+  `apply_rotary_pos_emb`, so the modeling module and every other model keep the eager one. Off:
+  eager kernels (evaluation is slower on a GPU).
+"""
+
+import functools
+import hashlib
+import inspect
+import textwrap
+import types
+import weakref
+
+from pricer.errors import PricerError
+from pricer.patches.fence import Fence
+
+TESTED = ("5.23.0",)
+TRAIN_SAMPLER = Fence("transformers.train_sampler", "transformers", TESTED,
+                      "Trainer's own random batches (more padding, so slower)")
+ONE_GPU = Fence("transformers.one_gpu", "transformers", TESTED,
+                "a process that sees several GPUs is refused (Trainer would use nn.DataParallel, which TRL refuses)")
+FUSED_KERNELS = Fence("transformers.fused_kernels", "transformers", TESTED,
+                      "eager RMSNorm, SwiGLU and rotary embeddings (slower evaluation on a GPU)")
+# sha256 of the dedented source of the forwards the fused kernels replicate (LlamaRMSNorm, LlamaMLP, 5.23.0)
+RMS_NORM_FORWARD = "d676bfe9af0e"
+MLP_FORWARD = "b4e9c2637c7f"
+
+_fused = weakref.WeakKeyDictionary()  # models already fused (fusing twice would wrap twice)
+
+
+def with_train_sampler(trainer_class, make_sampler):
+    """`trainer_class` drawing its training rows in the order `make_sampler(trainer, dataset)` gives."""
+    return _with_sampler(trainer_class, make_sampler) if TRAIN_SAMPLER.on else trainer_class
+
+
+@functools.cache
+def _with_sampler(trainer_class, make_sampler):
+    class Sampled(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            return make_sampler(self, train_dataset if train_dataset is not None else self.train_dataset)
+
+    return Sampled
+
+
+def use_one_gpu(args) -> None:
+    """Make Trainer train on one GPU, as it does itself for a model placed with device_map."""
+    if not ONE_GPU.on:
+        raise PricerError(f"This process sees {args.n_gpu} GPUs and pricer can't make this transformers version train "
+                          "on one: set CUDA_VISIBLE_DEVICES=0 before starting Python, or train on all of them with "
+                          f"--gpus {args.n_gpu}.")
+    args._n_gpu = 1
+
+
+def source_digest(function) -> str:
+    """The first 12 hex digits of sha256 over a function's dedented source: which code it is, to the character."""
+    return hashlib.sha256(textwrap.dedent(inspect.getsource(function)).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def _digest_of(cls) -> str | None:
+    try:
+        return source_digest(cls.forward)
+    except (OSError, TypeError):  # no source to read (a compiled or builtin forward): not code we replicate
+        return None
+
+
+def _rms_norm(x, weight, eps: float):
+    import torch
+
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+
+
+def _silu_mul(gate, up):
+    import torch
+
+    return torch.nn.functional.silu(gate) * up
+
+
+def fuse_kernels(model) -> bool:
+    """Compile this model's RMSNorm, SwiGLU and rotary embeddings into single kernels (same math, less memory
+    moved), in place; False when the fence is off, the compiler is unavailable, or nothing matched."""
+    from pricer.patches.torch import compiled, compiler_works
+
+    if model in _fused:
+        return True
+    if not FUSED_KERNELS.on or not compiler_works(next(model.parameters()).device):
+        return False
+    norm, swiglu = compiled(_rms_norm, dynamic=False), compiled(_silu_mul, dynamic=False)
+    rotary = {}  # modeling module -> its apply_rotary_pos_emb, compiled once
+    fused = 0
+    silu = getattr(model.config, "hidden_act", None) == "silu"
+    for module in model.modules():  # weights are arguments, not constants: one graph serves every layer
+        forward = type(module).forward
+        if _digest_of(type(module)) == RMS_NORM_FORWARD:
+            module.forward = types.MethodType(lambda self, x: norm(x, self.weight, self.variance_epsilon), module)
+        elif _digest_of(type(module)) == MLP_FORWARD and silu:
+            module.forward = types.MethodType(
+                lambda self, x: self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x))), module)
+        elif _reads_global(forward, "apply_rotary_pos_emb"):
+            scope = forward.__globals__
+            if scope["__name__"] not in rotary:
+                rotary[scope["__name__"]] = compiled(scope["apply_rotary_pos_emb"], dynamic=False)
+            module.forward = types.MethodType(_rebound(forward, "apply_rotary_pos_emb", rotary[scope["__name__"]]),
+                                              module)
+        else:
+            continue
+        fused += 1
+    if fused:
+        _fused[model] = True
+    return bool(fused)
+
+
+def _reads_global(function, name: str) -> bool:
+    """Whether `function` looks `name` up in its module (as attention does apply_rotary_pos_emb)."""
+    return inspect.isfunction(function) and name in function.__code__.co_names and name in function.__globals__
+
+
+def _rebound(function, name: str, value):
+    """A copy of `function` that finds the global `name` as `value`; its module keeps its own."""
+    copy = types.FunctionType(function.__code__, {**function.__globals__, name: value}, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__kwdefaults__, copy.__qualname__ = function.__kwdefaults__, function.__qualname__
+    return copy

@@ -1,0 +1,486 @@
+"""The fenced patches: a canary per patch, the fence itself, and no process-wide side effects.
+
+A canary fails when the upstream code a patch relies on changes: the source of what it copies or
+wraps (compared by `source_digest`), the signature it overrides, the attribute or key names it reads.
+When one fails after a version bump: re-read the upstream function it names, adjust the patch in
+pricer/patches/, update the expected digest here, and add the version to the patch's TESTED.
+"""
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pricer import patches
+from pricer.patches import fence as fence_module
+from pricer.errors import PricerError
+from pricer.patches.transformers import source_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def versions(monkeypatch):
+    """Pretend other library versions are installed: `versions("9.9.9")`; verdicts are decided afresh."""
+    def pretend(version: str | None):
+        monkeypatch.setattr(fence_module, "installed", lambda library: version)
+        monkeypatch.setattr(fence_module, "_verdicts", {})
+
+    return pretend
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random 2-layer Llama saved with the embedded tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pricer.config import EMBEDDED
+    from pricer.models import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = load_tokenizer(EMBEDDED)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def head_rows(monkeypatch) -> list[int]:
+    """Rows TRL's fused head projects onto the vocabulary, call by call."""
+    import trl.trainer.utils as trl_utils
+
+    rows, function = [], trl_utils._ChunkedLogProbFunction
+
+    class Recorder:
+        @staticmethod
+        def apply(hidden, *args):
+            rows.append(hidden.shape[0])
+            return function.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Recorder)
+    return rows
+
+
+def build(tiny_model, tmp_path):
+    """pricer's trainer for the tiny model (CPU, fp32, not grouped) and one training batch."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pricer.config import get_preset
+    from pricer.memory import BatchPlan
+    from pricer.models import load_tokenizer
+    from pricer.train import Options, Setup, build_trainer
+
+    rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(4)]
+    preset = get_preset("tiny", base_model=tiny_model, batch_size=4, max_length=64)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset,
+                            Setup("fp32", BatchPlan(4, 1, False, 1.0, 10.0), grouped=False), tmp_path,
+                            Options(max_steps=1))
+    return trainer, next(iter(trainer.get_train_dataloader()))
+
+
+# ----- trl -----
+
+def test_trl_fused_head_asks_use_triton_for_compaction(monkeypatch):
+    """score_completions_only swaps the function TRL's fused head calls to decide whether to compact."""
+    import torch
+    import trl.kernels.chunked_logprob as kernels
+    import trl.trainer.utils as trl_utils
+
+    from pricer.patches.trl import compact_scoring
+
+    assert trl_utils._use_triton is kernels._use_triton  # the name the head looks up, imported from the kernels
+    assert list(inspect.signature(trl_utils._use_triton).parameters) == ["device"]
+    head = inspect.getsource(trl_utils.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in head and "hidden_states[mask] if compact" in head
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # stock: every position on CPU, hence the patch
+    assert source_digest(trl_utils.add_fused_lm_head) == "422d009f04b6"
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=97))
+    trl_utils.add_fused_lm_head(model)
+    ids = torch.randint(0, 97, (2, 12))
+    labels = ids.clone()
+    labels[:, :9] = -100  # the prompt: no label
+    rows = head_rows(monkeypatch)
+    stock = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    with compact_scoring():
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert rows == [2 * 11, 2 * 3]  # every shifted position, then only the labelled ones
+    torch.testing.assert_close(compact, stock)
+    assert trl_utils._use_triton is kernels._use_triton  # TRL's own function is back
+
+
+def test_trl_completion_scoring_applies_to_the_trainer_pricer_builds(tiny_model, tmp_path, monkeypatch):
+    """score_completions_only wraps the outermost class, so the lazy-metrics loss under it compacts too."""
+    trainer, batch = build(tiny_model, tmp_path)
+    rows = head_rows(monkeypatch)
+    trainer.compute_loss(trainer.model, batch)
+    assert rows == [int((batch["labels"][:, 1:] != -100).sum())]
+
+
+def test_trl_plain_nll_path_is_the_one_lazy_metrics_replays():
+    """LazyMetrics.compute_loss replays this path of SFTTrainer.compute_loss line for line."""
+    from trl import SFTTrainer
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    source = inspect.getsource(SFTTrainer.compute_loss)
+    for line in ('inputs["use_cache"] = False',
+                 "outputs = model(**inputs, fused_lm_head=True)",
+                 "per_token_loss = -outputs.log_probs",
+                 "num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch",
+                 "loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)",
+                 "if self.args.average_tokens_across_devices and num_items_in_batch is not None:",
+                 "loss = loss * (self.accelerator.num_processes // self.get_tp_size())",
+                 "if self.compute_loss_func is not None:",
+                 'elif self.label_smoother is not None and self.args.loss_type == "nll":',
+                 "if self.aux_loss_enabled:"):
+        assert line in source, line
+    fields = {f.name for f in dataclasses.fields(FusedCausalLMOutput)}
+    assert {"log_probs", "entropy", "is_top1", "label_mask"} <= fields
+    assert list(inspect.signature(SFTTrainer.compute_loss).parameters) == [
+        "self", "model", "inputs", "return_outputs", "num_items_in_batch"]
+    assert source_digest(SFTTrainer.compute_loss) == "fc5223add31c"
+
+
+def test_trl_metrics_bookkeeping_is_what_lazy_metrics_replays():
+    """LazyMetrics.log adds to `_metrics["train"]` and `_total_train_tokens` as TRL's compute_loss does, then
+    lets TRL's log average them."""
+    from trl import SFTTrainer
+
+    init, loss, log = (inspect.getsource(f) for f in (SFTTrainer.__init__, SFTTrainer.compute_loss, SFTTrainer.log))
+    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in init
+    assert "self._total_train_tokens = 0" in init
+    for line in ('self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)',
+                 'self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0',
+                 'inputs["attention_mask"].sum()',
+                 "self._total_train_tokens += num_tokens_in_batch // self._tp_size",
+                 'self._metrics[mode]["num_tokens"] = [self._total_train_tokens]'):
+        assert line in loss, line
+    assert "metrics = {key: sum(val) / len(val) for key, val in self._metrics[mode].items()}" in log
+    assert source_digest(SFTTrainer.log) == "aa94fde9ecf0"
+
+
+# ----- transformers -----
+
+def test_transformers_train_sampler_hook():
+    """Trainer builds its training DataLoader from `_get_train_sampler(train_dataset)`, which we override."""
+    from transformers import Trainer
+
+    assert list(inspect.signature(Trainer._get_train_sampler).parameters) == ["self", "train_dataset"]
+    assert inspect.signature(Trainer._get_train_sampler).parameters["train_dataset"].default is None
+    assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
+
+
+def test_transformers_n_gpu_is_what_trainer_reads():
+    """`args.n_gpu` is `_n_gpu`, which decides whether Trainer wraps the model in nn.DataParallel."""
+    from transformers import Trainer, TrainingArguments
+
+    from pricer.patches.transformers import use_one_gpu
+
+    assert "return self._n_gpu" in inspect.getsource(TrainingArguments.n_gpu.fget)
+    wrap = inspect.getsource(Trainer._wrap_model)
+    assert "self.args.n_gpu > 1" in wrap and "model = nn.DataParallel(model)" in wrap
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    args._n_gpu = 3  # as Trainer's device setup leaves it on a machine with 3 GPUs
+    use_one_gpu(args)
+    assert args.n_gpu == 1
+
+
+def test_transformers_fused_modules_are_llamas():
+    """The fused kernels replicate these forwards; attention finds apply_rotary_pos_emb by its global name."""
+    import torch
+    from transformers.models.llama import modeling_llama as llama
+
+    from pricer.patches import transformers as ours
+
+    assert source_digest(llama.LlamaRMSNorm.forward) == ours.RMS_NORM_FORWARD
+    assert source_digest(llama.LlamaMLP.forward) == ours.MLP_FORWARD
+    assert ours._reads_global(llama.LlamaAttention.forward, "apply_rotary_pos_emb")
+    assert not any(ours._reads_global(c.forward, "apply_rotary_pos_emb")
+                   for c in (llama.LlamaDecoderLayer, llama.LlamaModel, llama.LlamaMLP))
+    norm = llama.LlamaRMSNorm(8, eps=1e-5)
+    norm.weight.data.uniform_()
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    torch.testing.assert_close(ours._rms_norm(x, norm.weight, norm.variance_epsilon), norm(x), rtol=0, atol=0)
+
+
+# ----- bitsandbytes -----
+
+def test_bitsandbytes_step_is_the_one_we_copy():
+    """PagedWaitsOnly.step is Optimizer8bit.step minus the unconditional sync_gpu: same helpers, same order."""
+    from bitsandbytes.optim.optimizer import Optimizer8bit
+    from bitsandbytes.utils import sync_gpu
+
+    assert source_digest(Optimizer8bit.step) == "20ba860eb768"
+    step = inspect.getsource(Optimizer8bit.step)
+    for line in ("self.check_overrides()", "self.to_gpu()", "self.initialized = True",
+                 "self.init_state(group, p, gindex, pindex)", "self.prefetch_state(p)",
+                 "self.update_step(group, p, gindex, pindex)", "sync_gpu(p)"):
+        assert line in step, line
+    for name, params in (("init_state", ["self", "group", "p", "gindex", "pindex"]),
+                         ("update_step", ["self", "group", "p", "gindex", "pindex"]),
+                         ("prefetch_state", ["self", "p"]), ("check_overrides", ["self"]), ("to_gpu", ["self"])):
+        assert list(inspect.signature(getattr(Optimizer8bit, name)).parameters) == params, name
+    assert "self.initialized = False" in inspect.getsource(Optimizer8bit.__init__)
+    assert "torch.cuda.synchronize()" in inspect.getsource(sync_gpu)
+
+
+def test_bitsandbytes_marks_paged_states_is_paged():
+    """Paged states carry `is_paged = True` (set by get_paged only); bitsandbytes itself reads it with getattr."""
+    import bitsandbytes.functional as F
+    from bitsandbytes.optim.optimizer import Optimizer8bit
+
+    assert "out.is_paged = True" in inspect.getsource(F.get_paged)
+    assert "F.get_paged(" in inspect.getsource(Optimizer8bit.get_state_buffer)
+    assert 'is_paged = getattr(s1, "is_paged", False)' in inspect.getsource(Optimizer8bit.prefetch_state)
+
+
+def test_bitsandbytes_cpu_repacking_is_what_train_guards_against():
+    """pricer.patches.bitsandbytes.keep_weights_packed_for_training / check_fresh (the CPU-repacking guard) read these."""
+    import bitsandbytes.functional as F
+    from bitsandbytes.nn import Linear4bit
+
+    forward = inspect.getsource(Linear4bit.forward)
+    assert "and self.support_avx512bf16_for_cpu" in forward and "_convert_weight_packed_for_cpu(" in forward
+    assert 'not getattr(quant_state, "packing_format_for_cpu", False)' in forward
+    assert "self.support_avx512bf16_for_cpu = has_avx512bf16()" in inspect.getsource(Linear4bit.__init__)
+    assert "quant_state.packing_format_for_cpu = True" in inspect.getsource(F._convert_weight_packed_for_cpu)
+
+
+# ----- torch -----
+
+def test_torch_activation_budget_is_read_at_compile():
+    """Compiled under our settings, a function saves fewer activations for its backward than plain torch.compile."""
+    import torch
+    import torch._functorch.config as functorch_config
+    import torch._functorch.partitioners as partitioners
+
+    from pricer.patches.torch import compiled
+
+    assert functorch_config.activation_memory_budget == 1.0  # torch's default, untouched outside our calls
+    assert "activation_memory_budget" in inspect.getsource(partitioners)
+
+    def plain_fn(x, w):
+        h = x @ w
+        return (torch.nn.functional.silu(h) * h.sin() * h.cos()).sum()
+
+    def budget_fn(x, w):  # the same code in another function: compiled graphs are cached per code object
+        h = x @ w
+        return (torch.nn.functional.silu(h) * h.sin() * h.cos()).sum()
+
+    def saved(fn) -> int:
+        sizes = []
+        x, w = torch.randn(64, 64, requires_grad=True), torch.randn(64, 64, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            out = fn(x, w)
+        out.backward()
+        return sum(sizes)
+
+    assert saved(compiled(budget_fn, dynamic=False)) < saved(torch.compile(plain_fn, dynamic=False))
+    assert functorch_config.activation_memory_budget == 1.0
+
+
+def test_torch_recompile_limit_is_public_and_scoped():
+    """torch.compiler.config.recompile_limit is what dynamo reads; our settings hold only inside their scope."""
+    import torch
+    import torch._dynamo.config as dynamo_config
+    import torch._functorch.config as functorch_config
+
+    from pricer.patches.torch import ACTIVATION_BUDGET, RECOMPILE_LIMIT, settings
+
+    before = torch.compiler.config.recompile_limit
+    with settings():
+        with settings():  # nested: a compiled kernel inside a compiled layer
+            assert dynamo_config.recompile_limit == max(before, RECOMPILE_LIMIT)
+        assert functorch_config.activation_memory_budget == ACTIVATION_BUDGET
+    assert torch.compiler.config.recompile_limit == dynamo_config.recompile_limit == before
+    assert functorch_config.activation_memory_budget == 1.0
+
+
+# ----- the fence -----
+
+def test_tested_versions_are_release_prefixes():
+    from pricer.patches import covers
+
+    assert covers(("2.11", "2.13"), "2.11.0+cu130") and covers(("2.11", "2.13"), "2.13.1")
+    assert not covers(("2.11", "2.13"), "2.12.0") and not covers(("2.11",), "2.1.1")
+    assert covers(("1.16.0",), "1.16.0") and not covers(("1.16.0",), "1.16.1")
+    assert not covers(("2.13",), "2.13.0rc1") and not covers(("2.13",), "2.13.0.dev20261201")
+    assert not covers(("1.16.0",), "not-a-version")
+
+
+def test_installed_versions_are_inside_every_fence():
+    """The pinned versions (requirements.txt) are the tested ones: in CI every patch is on."""
+    assert all(patches.status().__dict__.values()), patches.status()
+
+
+def test_outside_its_versions_each_patch_is_off_with_one_line(versions, capsys):
+    versions("9.9.9")
+    assert patches.status() == patches.PatchStatus(*[False] * len(patches.fences()))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(patches.fences())
+    for fence, line in zip(patches.fences(), lines):
+        assert line.startswith(f"pricer: patch {fence.patch} is off: ") and "found 9.9.9" in line
+        assert fence.library in line and "still correct" in line
+    patches.status()
+    assert capsys.readouterr().err == ""  # said once per process
+    assert patches.status().activation_budget == 1.0
+
+
+def test_outside_its_versions_the_library_runs_as_it_ships(versions, monkeypatch):
+    import torch
+    from bitsandbytes.optim import AdamW
+    from transformers import TrainingArguments
+    from trl import SFTTrainer
+
+    from pricer.patches.torch import compiled
+    from pricer.speed import grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs, score_completions_only
+
+    versions("9.9.9")
+    assert lazy_metrics_trainer(SFTTrainer) is score_completions_only(SFTTrainer) is grouped_trainer(SFTTrainer) \
+        is SFTTrainer
+    args = TrainingArguments(output_dir="unused", optim="paged_adamw_32bit", use_cpu=True, report_to="none")
+    assert optimizer_without_syncs(args)[0] is AdamW
+
+    def double(x):
+        return 2 * x
+
+    with monkeypatch.context() as scope:
+        scope.setattr(torch, "compile", lambda fn, **options: ("torch.compile", fn, options))
+        assert compiled(double, dynamic=False) == ("torch.compile", double, {"dynamic": False})  # nothing around it
+    args._n_gpu = 2
+    with pytest.raises(PricerError, match="CUDA_VISIBLE_DEVICES=0 .*--gpus 2"):
+        from pricer.patches.transformers import use_one_gpu
+        use_one_gpu(args)
+    assert torch.compiler.config.recompile_limit == 8
+
+
+def test_fused_kernels_off_leave_the_model_eager(versions):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pricer.speed import fuse_kernels
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=97))
+    versions("9.9.9")
+    assert fuse_kernels(model) is False
+    assert not any("forward" in vars(m) for m in model.modules())
+    model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_training_with_every_patch_off_is_trl_stock_and_trains(tiny_model, tmp_path, versions, monkeypatch):
+    """Off, the trainer is TRL's own SFTTrainer (every position through the head on CPU), and it still trains."""
+    from trl import SFTTrainer
+
+    versions("9.9.9")
+    trainer, batch = build(tiny_model, tmp_path)
+    assert type(trainer) is SFTTrainer
+    rows = head_rows(monkeypatch)
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    B, L = batch["input_ids"].shape
+    assert rows == [B * (L - 1)] and loss.item() > 0
+
+
+def test_preflight_counts_only_the_patches_in_force():
+    """Off, the compiler keeps every activation and TRL's head scores every position: the plan must say so."""
+    from pricer.config import get_preset
+    from pricer.memory import Device, ModelShape, estimate_peak_gb, plan_batches
+
+    lite, lengths = get_preset("lite"), [128] * 500
+    shape = ModelShape(hidden=3072, layers=28, intermediate=8192, heads=24, kv_heads=8, vocab=128256)
+    on = patches.PatchStatus(*[True] * len(patches.fences()))
+    no_budget = dataclasses.replace(on, compiler_settings=False)
+    no_compaction = dataclasses.replace(on, completion_scoring=False)
+
+    def peak(status):
+        return estimate_peak_gb(shape, lite, 32, 32 * 128, False, Device(precision="bf16", compiled=True, patches=status))
+
+    assert peak(on) < peak(no_budget) and peak(on) < peak(no_compaction)
+    assert plan_batches(shape, lite, lengths, Device(14.0, padded=True, compiled=True, patches=on)).micro_batch == 32
+    for status in (no_budget, no_compaction):
+        plan = plan_batches(shape, lite, lengths, Device(14.0, padded=True, compiled=True, patches=status))
+        assert plan.micro_batch < 32 and plan.peak_gb <= 14.0
+
+
+# ----- no process-wide side effects -----
+
+def run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_import_pricer_changes_no_global_state():
+    out = run_python("import sys, warnings; filters = list(warnings.filters); import pricer, pricer.speed, "
+                     "pricer.patches; print(warnings.filters == filters, 'torch' in sys.modules, 'trl' in sys.modules)")
+    assert out == "True False False"
+
+
+def test_tqdm_is_imported_without_its_warning_in_a_kernel_without_ipywidgets():
+    """In a Jupyter kernel (ipykernel.zmqshell loaded) without ipywidgets, tqdm.auto warns when first imported;
+    pricer silences that one warning at its own import, and leaves the warning filters as they were."""
+    out = run_python("import sys, warnings; import ipykernel.zmqshell; sys.modules['ipywidgets'] = None\n"
+                     "import numpy, plotly.graph_objects  # numpy installs filters of its own on import\n"
+                     "with warnings.catch_warnings(record=True) as caught:\n"
+                     "    warnings.simplefilter('always'); filters = list(warnings.filters)\n"
+                     "    import pricer.evaluator\n"
+                     "    same = warnings.filters == filters\n"
+                     "print(same, [str(w.message)[:20] for w in caught if 'IProgress' in str(w.message)])")
+    assert out == "True []"
+
+
+def test_training_leaves_library_globals_as_they_were(tiny_model, tmp_path):
+    import torch
+    import torch._functorch.config as functorch_config
+    import trl.kernels.chunked_logprob as kernels
+    import trl.trainer.utils as trl_utils
+
+    from pricer.patches.torch import compiled
+
+    limit = torch.compiler.config.recompile_limit
+    trainer, batch = build(tiny_model, tmp_path)
+    trainer.compute_loss(trainer.model, batch).backward()
+    compiled(lambda x: x * 2, dynamic=False)(torch.ones(3))
+    assert trl_utils._use_triton is kernels._use_triton
+    assert torch.compiler.config.recompile_limit == limit and functorch_config.activation_memory_budget == 1.0
+
+
+def test_model_revision_comes_from_the_hub_cache(tmp_path, monkeypatch):
+    """transformers 5 no longer sets `config._commit_hash`; the fingerprint reads the commit the cache recorded."""
+    import huggingface_hub.constants
+    from transformers import PretrainedConfig
+
+    from pricer.predict import model_revision
+
+    assert "_commit_hash" not in PretrainedConfig().__dict__
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    (tmp_path / "models--me--pricer-lite" / "refs").mkdir(parents=True)
+    (tmp_path / "models--me--pricer-lite" / "refs" / "main").write_text(sha)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_revision("me/pricer-lite") == sha
+    assert model_revision("me/never-downloaded") == "unresolved"
+    assert model_revision(str(tmp_path)) is None  # a folder has no revision
