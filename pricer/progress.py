@@ -25,6 +25,9 @@ def known_warnings_off() -> None:
     """Silence warnings a student can do nothing about, each named with its source (pricer.session.start calls it)."""
     import warnings
 
+    # tqdm.auto in a Jupyter kernel without ipywidgets (the lab runner's) draws text bars and says so in a
+    # TqdmWarning; executed notebooks get plain one-line bars instead (plain_bars). pricer.evaluator does the same.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     # peft 0.21 and TRL 1.16 read `model.is_gradient_checkpointing`, which transformers 5.23 deprecates with a
     # FutureWarning at every read (three times per training); pricer never reads it.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -232,32 +232,25 @@ def test_notebook_3s_baselines_are_the_packages(catalog):
         assert np.allclose(ours, fit_baseline(name, train).predict_batch(test), rtol=1e-9), name
 
 
-@pytest.fixture(scope="module")
-def tiny_models():
-    """Tiny random Llamas with a digit tokenizer (SmolLM2's) and a one-token-per-number one (Llama-3's kind)."""
-    from test_predict import standin_tokenizer, tiny_llama
+@pytest.mark.parametrize("kind", ["digits", "whole"])
+def test_the_course_predictors_notebooks_write_out_are_the_packages(kind, request):
+    """On SmolLM2's digit tokenizer and on Llama 3.2's one-token numbers, each with a tiny random Llama."""
+    from test_predict import tiny_llama
 
-    from pricer.models import load_tokenizer
-    from pricer.predict import number_tokens
-
-    digits = load_tokenizer("embedded")
-    whole = standin_tokenizer("whole")
-    return [(tiny_llama(t, number_tokens(t).ids), t) for t in (digits, whole)]
-
-
-def test_the_course_predictors_notebooks_write_out_are_the_packages(tiny_models):
     from pricer import predict
     from pricer.prompts import make_prompt
 
+    tokenizer = request.getfixturevalue("tokenizer" if kind == "digits" else "llama_tokenizer")
+    model = tiny_llama(tokenizer, predict.number_tokens(tokenizer).ids)
+    assert predict.number_tokens(tokenizer).kind == kind
     rows = [{"prompt": make_prompt(text), "completion": "10.0"}
             for text in ("Title: Garden hose, 50 ft", "Title: A pen", "Title: Robot vacuum, 4300Pa suction")]
-    for model, tokenizer in tiny_models:
-        ns5 = run_cells(tagged(load(NOTEBOOKS[4]), "course-code"), {"fine_tuned_model": model, "tokenizer": tokenizer})
-        ns3 = run_cells(tagged(load(NOTEBOOKS[2]), "course-code"), {"base_model": model, "tokenizer": tokenizer})
-        for row in rows:
-            assert ns5["model_predict"](row) == ns3["model_predict"](row) == predict.model_predict(row, model, tokenizer)
-            assert ns5["improved_model_predict"](row) == pytest.approx(
-                predict.improved_model_predict(row, model, tokenizer), rel=1e-5)
+    ns5 = run_cells(tagged(load(NOTEBOOKS[4]), "course-code"), {"fine_tuned_model": model, "tokenizer": tokenizer})
+    ns3 = run_cells(tagged(load(NOTEBOOKS[2]), "course-code"), {"base_model": model, "tokenizer": tokenizer})
+    for row in rows:
+        assert ns5["model_predict"](row) == ns3["model_predict"](row) == predict.model_predict(row, model, tokenizer)
+        assert ns5["improved_model_predict"](row) == pytest.approx(
+            predict.improved_model_predict(row, model, tokenizer), rel=1e-5)
 
 
 def test_executed_notebooks_get_one_line_progress_bars_and_nested_ones_say_nothing():
