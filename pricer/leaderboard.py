@@ -1,21 +1,32 @@
-"""The leaderboard: every saved evaluation run in one table and one chart, best first.
+"""The leaderboard: this run's evaluations ranked on the same test items, and reference figures kept apart.
 
-    from pricer.leaderboard import leaderboard
-    table, fig = leaderboard()                   # runs saved under $PRICER_RESULTS or ./results
-    table, fig = leaderboard(reference=True)     # plus the course's published numbers, labelled
+    from pricer.leaderboard import leaderboard, reference_board
+    table, fig = leaderboard()                  # runs saved under $PRICER_RESULTS (the lab folder's results/)
+    table, fig = leaderboard(size=200)          # every run scored on its first 200 test items
+    ref, ref_fig = reference_board()            # the course's published figures + our GPU benchmark's
 
-A run is one JSON file written by `Result.save` (see pricer.evaluator). When a name appears
-more than once, its latest run wins. The course's figures were measured on the real Amazon
-data with the full models; they are context for our runs, not results of this code.
+A run is one JSON file written by `Result.save` (pricer.evaluator); when a name appears more than
+once, its latest run wins. Runs are ranked only against runs on the same items: every Result keeps
+its per-item answers, and the Tester always scores the first `size` items of the test split, so
+each run is rescored on the first `size` items (by default the size most runs used). A run
+scored on fewer items, or on other items, is left out and named in `table.attrs["left_out"]`.
+
+Figures this code did not produce here are references, never rows of the ranking: the course's
+(its real Amazon data, its models), and our benchmark's (`bench/results/accuracy.json`: the
+`smol` preset trained and scored on a GPU). Each carries its source.
 """
+
+import json
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from pricer.evaluator import Result, results_folder
+from pricer.evaluator import Result, metrics, results_folder
 
-# The course's published average absolute errors (2025 edition, real Amazon data, its test items).
+# The course's published average absolute errors (2025 edition, week7/results.ipynb: real Amazon data).
 COURSE_REFERENCE = {
     "Constant": 106.18,
     "Linear regression": 101.56,
@@ -32,10 +43,10 @@ COURSE_REFERENCE = {
     "Fine-tuned (lite)": 65.40,
     "Fine-tuned (full)": 39.85,
 }
-COURSE = "course (2025, real Amazon data)"
-THIS_RUN = "this run"
-COLUMNS = ["name", "model", "preset", "data", "size", "error", "rmsle", "r2", "hit_rate", "unparsed",
-           "seconds", "date", "source"]
+COURSE = "the course (2025): real Amazon data, Llama-3.2-3B, 200 test items"
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "results" / "accuracy.json"
+COLUMNS = ["name", "model", "preset", "data", "size", "error", "rmsle", "r2", "hit_rate", "unparsed", "date"]
+REFERENCE_COLUMNS = ["name", "error", "source"]
 
 
 def load_results(results_dir=None) -> list[Result]:
@@ -44,27 +55,86 @@ def load_results(results_dir=None) -> list[Result]:
     return [Result.load(path) for path in sorted(folder.glob("*.json"))]  # cache/ holds .jsonl files
 
 
-def _row(result: Result) -> dict:
-    meta, m = result.meta, result.metrics
-    return {"name": result.name, **{k: meta.get(k) for k in ("model", "preset", "data")},
-            **{k: m.get(k) for k in ("size", "error", "rmsle", "r2", "hit_rate", "unparsed", "seconds")},
-            "date": meta.get("date"), "source": THIS_RUN}
+def latest(results: list[Result]) -> list[Result]:
+    """The latest run of each name (by its recorded date; a later file wins a tie)."""
+    by_name = {}
+    for result in sorted(results, key=lambda r: pd.to_datetime(r.meta.get("date") or 0, utc=True, format="ISO8601")):
+        by_name[result.name] = result
+    return list(by_name.values())
 
 
-def leaderboard(results_dir=None, reference=False) -> tuple[pd.DataFrame, go.Figure]:
-    """One row per run name (its latest run), sorted by average error, and a bar chart of it."""
-    rows = [_row(result) for result in load_results(results_dir)]
-    if reference:
-        rows += [{"name": f"{name} (course, real data)", "error": error, "source": COURSE}
-                 for name, error in COURSE_REFERENCE.items()]
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    table["date"] = pd.to_datetime(table["date"], utc=True, format="ISO8601")
-    table = table.sort_values("date", kind="stable").drop_duplicates("name", keep="last")
-    table = table.sort_values("error", kind="stable").reset_index(drop=True)
-    fig = px.bar(table, x="error", y="name", color="source", orientation="h", text_auto="$,.2f",
-                 color_discrete_map={THIS_RUN: "firebrick", COURSE: "lightslategray"},
-                 labels={"error": "Average absolute error ($)", "name": ""},
-                 title="Price prediction leaderboard (lower is better)",
+def common_size(results: list[Result]) -> int | None:
+    """The test size most runs were scored on (the larger on a tie): the one the ranking uses."""
+    counts = Counter(r.metrics["size"] for r in results)
+    return max(counts, key=lambda size: (counts[size], size)) if counts else None
+
+
+def rescored(result: Result, size: int) -> dict:
+    """The run's numbers on its first `size` items."""
+    cut = slice(0, size)
+    return metrics(result.truths[cut], result.guesses[cut], result.colors[cut], result.unparsed[cut])
+
+
+def leaderboard(results_dir=None, size: int | None = None) -> tuple[pd.DataFrame, go.Figure]:
+    """This run's results, one row per name, ranked by average error on the same first `size` test items."""
+    results = latest(load_results(results_dir))
+    size = size or common_size(results)
+    rows, left_out, items = [], [], None
+    for result in sorted(results, key=lambda r: -r.metrics["size"]):
+        if result.metrics["size"] < size:
+            left_out.append(f"{result.name} (scored on {result.metrics['size']} items)")
+            continue
+        items = items if items is not None else result.truths[:size]
+        if result.truths[:size] != items:
+            left_out.append(f"{result.name} (scored on other test items)")
+            continue
+        m = rescored(result, size)
+        rows.append({"name": result.name, **{k: result.meta.get(k) for k in ("model", "preset", "data")},
+                     **{k: m[k] for k in ("size", "error", "rmsle", "r2", "hit_rate", "unparsed")},
+                     "date": result.meta.get("date")})
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("error", kind="stable").reset_index(drop=True)
+    table.attrs.update(size=size, left_out=left_out)
+    title = (f"This run: average absolute error on the same {size} test items (lower is better)" if size
+             else "This run: no results yet")
+    fig = px.bar(table, x="error", y="name", orientation="h", text_auto="$,.2f", title=title,
+                 labels={"error": "Average absolute error ($)", "name": ""}, color_discrete_sequence=["firebrick"],
                  height=160 + 28 * len(table), width=1000, template="plotly_white")
     fig.update_yaxes(categoryorder="array", categoryarray=list(table["name"]), autorange="reversed")
+    return table, fig
+
+
+def bench_reference(path=BENCH) -> list[dict]:
+    """Our GPU benchmark's figures (mean over its seeds), labelled with preset, machine and seeds; [] without it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        seeds = record["seeds"]
+        names = sorted({name for run in seeds.values() for name in run["errors"]})
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable accuracy benchmark ({e!r}); rerun bench/accuracy.py") from None
+    machine = record.get("machine", {})
+    where = machine.get("gpu") or machine.get("name") if isinstance(machine, dict) else machine
+    source = f"our benchmark: preset {record.get('preset', '?')} on {where or 'a GPU'}, mean of {len(seeds)} seed(s)"
+    rows = []
+    for name in names:
+        values = [run["errors"][name] for run in seeds.values() if name in run["errors"]]
+        rows.append({"name": name, "error": sum(values) / len(values), "source": source})
+    return rows
+
+
+def reference_board(bench=BENCH) -> tuple[pd.DataFrame, go.Figure]:
+    """Figures measured elsewhere, by source: the course's published ones and our benchmark's. Not this run's."""
+    rows = [{"name": name, "error": error, "source": COURSE} for name, error in COURSE_REFERENCE.items()]
+    rows += bench_reference(bench)
+    table = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+    order = [name for _, group in table.groupby("source", sort=False) for name in group.sort_values("error")["name"]]
+    fig = px.bar(table, x="error", y="name", color="source", orientation="h", text_auto="$,.2f",
+                 labels={"error": "Average absolute error ($)", "name": "", "source": ""},
+                 title="Reference figures, measured elsewhere: compare orderings, not dollars",
+                 height=220 + 26 * len(table), width=1000, template="plotly_white",
+                 color_discrete_sequence=["lightslategray", "steelblue"])
+    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
     return table, fig

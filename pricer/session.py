@@ -93,6 +93,9 @@ def lab_dir(explicit: str | Path | None = None) -> Path:
     return folder
 
 
+_lab_dir = lab_dir  # start() has a parameter of this name (the notebooks' keyword)
+
+
 def read_settings(folder: Path) -> dict | None:
     """The lab's settings file, or None; a damaged one is an error naming it (the preset must not change silently)."""
     path = folder / SETTINGS_FILE
@@ -207,14 +210,16 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
           quiet: bool | None = None) -> Lab:
     """A notebook's setup: secrets loaded, the T4 rehearsal applied, the preset chosen and checked, and said."""
     from pricer.env import load_secrets
+    from pricer.progress import known_warnings_off
     from pricer.sources import resolve_preset
 
     load_secrets()  # HF_TOKEN etc. into the environment for the libraries that read it (values never printed)
+    known_warnings_off()  # library deprecations a student can't act on (pricer.progress names each)
     if flag("PRICER_T4"):
         rehearse_t4()
     if quiet if quiet is not None else flag("PRICER_EXECUTED"):
         quiet_libraries()
-    folder = lab_dir(lab_dir)
+    folder = _lab_dir(lab_dir)
     chosen, why = choose_preset(folder, preset, settings)
     check_access(chosen)
     lab = Lab(folder, resolve_preset(chosen), notebook)
@@ -223,8 +228,11 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
 
 
 def quiet_libraries() -> None:
-    """For executed notebooks (no widgets): no per-file loading bars from transformers and the Hub."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    """For executed notebooks (no widgets): no per-file loading bars from transformers and the Hub, one-line
+    progress bars, charts that render without a kernel (pricer.progress)."""
+    from pricer.progress import for_executed_notebooks
+
+    for_executed_notebooks()
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from pricer import lab
+from test_notebooks import load, output_problems  # the executed-output check (tests/test_notebooks.py)
 
 NOTEBOOKS = sorted(lab.NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -84,6 +85,8 @@ def test_the_whole_lab_runs_offline_and_reports_every_result(tmp_path, monkeypat
     error = {name: sum(e[:size]) / size for name, e in per_item.items()}  # on the same items
     assert error["Fine-tuned expected price"] < 0.95 * error["Constant Mean"]  # training helped
     assert error["Fine-tuned expected price"] < 0.9 * error["Base model"]
+    problems = {path.name: output_problems(load(path)) for path in sorted(run_dir.glob("*.ipynb"))}
+    assert len(problems) == len(lab.NOTEBOOKS) and not any(problems.values()), problems  # read cleanly once executed
     for path in run_dir.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".html", ".json", ".jsonl", ".txt", ".md"):
             assert fake not in path.read_text(errors="ignore"), path

@@ -1,9 +1,11 @@
-"""pricer.leaderboard: runs saved by the evaluator, ranked, latest run per name, course figures labelled."""
+"""pricer.leaderboard: this run's results ranked on the same items, latest run per name; references kept apart."""
+
+import json
 
 import pytest
 
 from pricer.evaluator import Result, evaluate
-from pricer.leaderboard import COURSE, COURSE_REFERENCE, THIS_RUN, leaderboard, load_results
+from pricer.leaderboard import COURSE, COURSE_REFERENCE, bench_reference, leaderboard, load_results, reference_board
 
 ROWS = [{"prompt": f"Q\n\nTitle: Item {i}\n\nPrice is $", "completion": f"{price:.2f}"}
         for i, price in enumerate([10.0, 55.5, 120.0, 300.0, 999.0])]
@@ -16,13 +18,13 @@ def results_dir(tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
-def run(name, guess, date=None, **meta):
-    """Evaluate a constant guess under `name` and save it; `date` pins the run's time."""
-    return evaluate(lambda row: guess, ROWS, title=name, meta={**meta, **({"date": date} if date else {})})
+def run(name, guess, date=None, size=len(ROWS), rows=ROWS, **meta):
+    """Evaluate a constant guess under `name` on the first `size` rows and save it; `date` pins the run's time."""
+    return evaluate(lambda row: guess, rows, size=size, title=name, meta={**meta, **({"date": date} if date else {})})
 
 
-def expected_error(guess):
-    return sum(abs(guess - float(r["completion"])) for r in ROWS) / len(ROWS)
+def expected_error(guess, size=len(ROWS)):
+    return sum(abs(guess - float(r["completion"])) for r in ROWS[:size]) / size
 
 
 def test_rows_are_sorted_by_error_and_the_chart_puts_the_best_on_top():
@@ -31,9 +33,8 @@ def test_rows_are_sorted_by_error_and_the_chart_puts_the_best_on_top():
     table, fig = leaderboard()
     assert list(table["error"]) == sorted(expected_error(g) for g in (100, 10, 300, 50))
     assert table["error"].is_monotonic_increasing
-    assert set(table["source"]) == {THIS_RUN}
-    assert list(table.columns[:12]) == ["name", "model", "preset", "data", "size", "error", "rmsle", "r2",
-                                        "hit_rate", "unparsed", "seconds", "date"]
+    assert list(table.columns) == ["name", "model", "preset", "data", "size", "error", "rmsle", "r2", "hit_rate",
+                                   "unparsed", "date"]
     assert set(table["preset"]) == {"tiny"} and set(table["size"]) == {len(ROWS)}
     assert list(fig.layout.yaxis.categoryarray) == list(table["name"])
     assert fig.layout.yaxis.autorange == "reversed"  # first category (the best) drawn at the top
@@ -69,29 +70,59 @@ def test_results_persist_across_reloads(results_dir):
     assert {p.name: p.read_bytes() for p in results_dir.glob("*.json")} == before
 
 
-def test_reference_rows_are_labelled_and_kept_apart():
+def test_runs_are_ranked_on_the_same_items_and_the_others_named():
+    run("All five", 100)
+    run("Four", 300, size=4)
+    run("Also four", 50, size=4)
+    run("Two", 10, size=2)
+    shuffled = ROWS[1:] + ROWS[:1]
+    run("Other items", 120, rows=shuffled, size=4)
+    table, fig = leaderboard()
+    assert table.attrs["size"] == 4  # most runs used 4 items
+    assert set(table["size"]) == {4} and set(table["name"]) == {"All five", "Four", "Also four"}
+    error = dict(zip(table["name"], table["error"]))
+    assert error["All five"] == pytest.approx(expected_error(100, size=4))  # rescored on its first 4 items
+    assert error["Four"] == pytest.approx(expected_error(300, size=4))
+    assert sorted(table.attrs["left_out"]) == ["Other items (scored on other test items)",
+                                               "Two (scored on 2 items)"]
+    assert "4 test items" in fig.layout.title.text
+    table, _ = leaderboard(size=2)
+    assert set(table["name"]) == {"All five", "Four", "Also four", "Two"}
+    assert dict(zip(table["name"], table["error"]))["Two"] == pytest.approx(expected_error(10, size=2))
+
+
+def test_reference_figures_are_a_panel_of_their_own_never_ranked_with_this_run(tmp_path):
     run("Mine", 100)
-    plain, _ = leaderboard()
-    assert set(plain["source"]) == {THIS_RUN}
-    table, fig = leaderboard(reference=True)
-    course = table[table["source"] == COURSE]
-    assert COURSE == "course (2025, real Amazon data)"
-    assert len(course) == len(COURSE_REFERENCE) == 14
-    assert all(name.endswith("(course, real data)") for name in course["name"])
-    assert sorted(course["error"]) == sorted(COURSE_REFERENCE.values())
-    assert COURSE_REFERENCE["Fine-tuned (full)"] == 39.85 and COURSE_REFERENCE["Constant"] == 106.18
-    assert table["error"].is_monotonic_increasing
-    assert table[table["source"] == THIS_RUN]["name"].tolist() == ["Mine"]
-    assert {trace.name for trace in fig.data} == {THIS_RUN, COURSE}  # one colour per source
-    colours = {trace.name: trace.marker.color for trace in fig.data}
-    assert colours[THIS_RUN] != colours[COURSE]
+    table, fig = leaderboard()
+    assert table["name"].tolist() == ["Mine"]  # no course or benchmark row in this run's ranking
+    bench = tmp_path / "accuracy.json"
+    bench.write_text(json.dumps({"machine": {"gpu": "NVIDIA H200"}, "preset": "smol", "seeds": {
+        "0": {"errors": {"fine_tuned_expected": 30.0, "ridge_bow": 40.0}, "train_s": 70},
+        "1": {"errors": {"fine_tuned_expected": 32.0, "ridge_bow": 40.0}, "train_s": 71}}}))
+    ref, ref_fig = reference_board(bench)
+    course = ref[ref["source"] == COURSE]
+    assert dict(zip(course["name"], course["error"])) == COURSE_REFERENCE
+    ours = ref[ref["source"] != COURSE]
+    assert dict(zip(ours["name"], ours["error"])) == {"fine_tuned_expected": 31.0, "ridge_bow": 40.0}  # seed means
+    assert set(ours["source"]) == {"our benchmark: preset smol on NVIDIA H200, mean of 2 seed(s)"}
+    assert {trace.name for trace in ref_fig.data} == set(ref["source"])  # one colour per source, labelled
+    assert "Mine" not in ref["name"].tolist()
+
+
+def test_a_missing_benchmark_leaves_the_course_panel_and_a_damaged_one_is_named(tmp_path):
+    assert bench_reference(tmp_path / "absent.json") == []
+    table, _ = reference_board(tmp_path / "absent.json")
+    assert set(table["source"]) == {COURSE}
+    bad = tmp_path / "accuracy.json"
+    bad.write_text('{"seeds": {"0": {}}}')
+    with pytest.raises(ValueError, match="not a readable accuracy benchmark") as info:
+        reference_board(bad)
+    assert str(bad) in str(info.value)
 
 
 def test_empty_folder_gives_an_empty_table(results_dir):
     table, fig = leaderboard()
-    assert table.empty and load_results() == []
-    table, _ = leaderboard(reference=True)
-    assert len(table) == len(COURSE_REFERENCE)
+    assert table.empty and load_results() == [] and table.attrs["left_out"] == []
 
 
 def test_cache_folder_is_skipped(results_dir):

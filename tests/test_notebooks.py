@@ -1,0 +1,273 @@
+"""The five notebooks: stored clean and opening alike (static checks), executed cleanly (output checks),
+and the course code they write out equal to the package's (tagged cells run here against pricer).
+
+    python -m pytest -q tests/test_notebooks.py                      # static + code checks (seconds)
+    PRICER_EXECUTED_RUN=runs/<stamp> python -m pytest -q tests/test_notebooks.py -k executed
+
+The lab test (tests/test_lab.py, marked `lab`) calls `output_problems` on every notebook it executes.
+"""
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pricer import lab, session
+
+NOTEBOOKS = [lab.NOTEBOOK_DIR / f"{name}.ipynb" for name in lab.NOTEBOOKS]
+MAX_LINES = 20  # a code cell a student reads at a glance (STYLE.md: about 15)
+ANSI = re.compile(r"\x1b\[")  # cursor moves ([A), erases and colours: a terminal's, not a notebook's
+WARNING = re.compile(r"Warning|warn\(")
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+def load(path):
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def tagged(nb, tag: str) -> list[str]:
+    """The sources of the code cells carrying `tag`, in order."""
+    return [c.source for c in code_cells(nb) if tag in c.metadata.get("tags", [])]
+
+
+# ----- executed notebooks --------------------------------------------------------------------
+
+def _texts(output) -> list[str]:
+    """The plain text of one output: a stream's, a result's text/plain, an error's traceback."""
+    if output.output_type == "stream":
+        return [output.text]
+    if output.output_type == "error":
+        return ["\n".join(output.traceback)]
+    data = output.get("data", {})
+    return [data[m] for m in ("text/plain", "text/markdown") if isinstance(data.get(m), str)]
+
+
+def _merged(outputs) -> list:
+    """Outputs as a reader sees them: consecutive chunks of one stream joined (nbclient keeps each write)."""
+    merged = []
+    for output in outputs:
+        if (output.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                and merged[-1].name == output.name):
+            merged[-1] = nbformat.v4.new_output("stream", name=output.name, text=merged[-1].text + output.text)
+        else:
+            merged.append(output)
+    return merged
+
+
+def output_problems(nb) -> list[str]:
+    """Everything in an executed notebook a student should not see: errors, tracebacks, warnings,
+    stderr, terminal control codes, redrawn bars, Out[] results, long tables, crowded chart cells."""
+    problems = []
+    for n, cell in enumerate(code_cells(nb), 1):
+        where = f"code cell {n} ({cell.source.splitlines()[0][:50] if cell.source else ''!r})"
+        outputs = _merged(cell.get("outputs", []))
+        charts = 0
+        for output in outputs:
+            kind = output.output_type
+            if kind == "error":
+                problems.append(f"{where}: error {output.ename}: {output.evalue[:200]}")
+            if kind == "execute_result":
+                problems.append(f"{where}: an Out[] result (IPython keeps it alive): "
+                                f"{output.get('data', {}).get('text/plain', '')[:80]!r}")
+            if kind == "stream" and output.name == "stderr":
+                problems.append(f"{where}: printed to stderr: {output.text[:200]!r}")
+            for text in _texts(output):
+                if kind != "error" and "Traceback" in text:
+                    problems.append(f"{where}: a traceback in the output: {text[:200]!r}")
+                if kind != "error" and ANSI.search(text):
+                    problems.append(f"{where}: terminal control codes: {text[:120]!r}")
+                if kind == "stream" and "\r" in text.replace("\r\n", "\n"):
+                    problems.append(f"{where}: a redrawn line (\\r, a progress bar): {text[:120]!r}")
+                found = WARNING.search(text)
+                if found and kind != "error":
+                    line = next(line for line in text.splitlines() if WARNING.search(line))
+                    problems.append(f"{where}: warning text: {line[:200]!r}")
+                if "Loading weights" in text:
+                    problems.append(f"{where}: a weight-loading progress fragment")
+            html = output.get("data", {}).get("text/html", "") if kind in ("display_data", "execute_result") else ""
+            if isinstance(html, str) and html.count("<tr") > 25:
+                problems.append(f"{where}: an HTML table of {html.count('<tr')} rows")
+            charts += PLOTLY in output.get("data", {}) if kind == "display_data" else 0
+        if charts > 2:
+            problems.append(f"{where}: {charts} charts in one cell (two at most)")
+    return list(dict.fromkeys(problems))
+
+
+def executed_runs() -> list[Path]:
+    folder = os.environ.get("PRICER_EXECUTED_RUN")
+    return sorted(Path(folder).glob("*.ipynb")) if folder else []
+
+
+@pytest.mark.skipif(not executed_runs(), reason="set PRICER_EXECUTED_RUN to a lab run folder to check its notebooks")
+@pytest.mark.parametrize("path", executed_runs(), ids=lambda p: p.stem)
+def test_executed_notebook_output_is_clean(path):
+    assert output_problems(load(path)) == []
+
+
+def test_the_output_check_catches_what_it_must():
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4
+    nb.cells = [out.new_code_cell("model", outputs=[out.new_output("execute_result", data={"text/plain": "Llama"},
+                                                                   execution_count=1)]),
+                out.new_code_cell("fit()", outputs=[out.new_output("stream", name="stderr", text="x\x1b[A\r50%")]),
+                out.new_code_cell("go()", outputs=[out.new_output("stream", name="stdout",
+                                                                  text="a.py:3: UserWarning: no\n  warn(x)\n")]),
+                out.new_code_cell("boom()", outputs=[out.new_output("error", ename="ValueError", evalue="bad",
+                                                                    traceback=["Traceback", "ValueError: bad"])]),
+                out.new_code_cell("fine()", outputs=[out.new_output("stream", name="stdout", text="all good\n")])]
+    problems = output_problems(nb)
+    for expected in ("code cell 1 ('model'): an Out[] result", "code cell 2 ('fit()'): printed to stderr",
+                     "code cell 2 ('fit()'): terminal control codes", "code cell 2 ('fit()'): a redrawn line",
+                     "code cell 3 ('go()'): warning text", "code cell 4 ('boom()'): error ValueError"):
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+    assert not any("cell 5" in p for p in problems)
+
+
+# ----- stored notebooks: clean, alike, teaching --------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_without_outputs_and_opening_like_every_other(path):
+    nb = load(path)
+    number = NOTEBOOKS.index(path) + 1
+    code = code_cells(nb)
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# Lab {number} · ")
+    assert "**Learning objectives.**" in first.source
+    for preset, per in session.COSTS.items():  # how long each preset takes, on what, as pricer.session says
+        minutes, gb, where = per[number]
+        row = next(line for line in first.source.splitlines() if line.startswith(f"| `{preset}` |"))
+        assert f"~{minutes:g} min" in row and where in row and (not gb or f"~{gb:g} GB" in row), row
+    parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and code[0] is parameters[0]
+    assert all(line in parameters[0].source for line in ("PRESET = None", "LAB_DIR = None", "SETTINGS = {}"))
+    install, start = session.setup_cells(number)
+    assert [code[1].source, code[2].source] == [install, start]  # right after the parameters cell
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and "## Summary and takeaways" in last.source
+    if number < len(NOTEBOOKS):
+        assert f"]({NOTEBOOKS[number].name})" in last.source  # a link to the next lab
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_are_short_and_markdown_teaches_as_much_as_code(path):
+    nb = load(path)
+    code = code_cells(nb)
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code)
+    setup = set(session.setup_cells(NOTEBOOKS.index(path) + 1))
+    long = [c.source.splitlines()[0] for c in code if c.source not in setup and len(c.source.splitlines()) > MAX_LINES]
+    assert long == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_cell_ends_in_an_expression_ipython_would_keep(path):
+    """A last bare expression lands in Out[] and outlives `del` (lab 1's fp32 model at lite: 12.9 GB).
+    Calls are left to the executed check (no execute_result): most of them return None."""
+    kept = []
+    for cell in code_cells(load(path)):
+        body = ast.parse(cell.source).body
+        if body and isinstance(body[-1], ast.Expr) and not isinstance(body[-1].value, (ast.Call, ast.Constant)):
+            kept.append(ast.unparse(body[-1])[:60])
+    assert kept == []
+
+
+# ----- the code notebooks write out is the package's -----------------------------------------------
+
+def run_cells(sources, namespace: dict) -> dict:
+    for source in sources:
+        exec(compile(source, "<notebook cell>", "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture(scope="module")
+def tiny_plan():
+    from pricer.config import get_preset
+    from pricer.memory import ModelShape
+    from pricer.sources import resolve_preset
+    from pricer.train import plan_setup
+
+    preset = resolve_preset(get_preset("tiny"))
+    return preset, plan_setup(ModelShape.from_pretrained(preset.base_model), preset, [60] * preset.train_rows)
+
+
+@pytest.mark.parametrize("max_steps, push, val", [(None, None, [{"prompt": "p", "completion": "1.00"}]),
+                                                  (7, "me/pricer-tiny", [])])
+def test_notebook_4s_lora_and_sft_configs_are_the_packages(tiny_plan, tmp_path, max_steps, push, val):
+    from types import SimpleNamespace
+
+    from pricer.train import Options, lora_config, sft_config, total_steps
+
+    preset, setup = tiny_plan
+    nb = load(NOTEBOOKS[3])
+    run = SimpleNamespace(dir=tmp_path / "tiny-run")
+    rows = [{"prompt": "p", "completion": "1.00"}] * preset.train_rows
+    ns = run_cells(tagged(nb, "lora-config") + tagged(nb, "sft-config"),
+                   {"preset": preset, "setup": setup, "plan": setup.plan, "run": run, "rows": rows, "val": val,
+                    "MAX_STEPS": max_steps, "PUSH_TO": push})
+    assert ns["lora_parameters"].to_dict() == lora_config(preset).to_dict()
+    steps = total_steps(len(rows), preset.batch_size, preset.epochs, max_steps)
+    expected = sft_config(preset, setup, run.dir, steps, Options(max_steps=max_steps, push=push), evaluating=bool(val))
+    assert ns["train_parameters"].to_dict() == expected.to_dict()
+
+
+def test_notebook_3s_baselines_are_the_packages(catalog):
+    import numpy as np
+
+    from pricer.baselines import fit_baseline
+    from pricer.prompts import make_prompt
+
+    train_items, _, test_items = catalog
+    row = lambda item: {"prompt": make_prompt(item.summary), "completion": str(item.price)}  # noqa: E731
+    train, test = [row(i) for i in train_items], [row(i) for i in test_items]
+    ns = run_cells(tagged(load(NOTEBOOKS[2]), "baseline"), {"train": train, "np": np})
+    for name in ("constant_mean", "ridge_bow", "random_forest", "gradient_boosting"):
+        ours = [ns[name](r) for r in test]
+        assert np.allclose(ours, fit_baseline(name, train).predict_batch(test), rtol=1e-9), name
+
+
+@pytest.mark.parametrize("kind", ["digits", "whole"])
+def test_the_course_predictors_notebooks_write_out_are_the_packages(kind, request):
+    """On SmolLM2's digit tokenizer and on Llama 3.2's one-token numbers, each with a tiny random Llama."""
+    from test_predict import tiny_llama
+
+    from pricer import predict
+    from pricer.prompts import make_prompt
+
+    tokenizer = request.getfixturevalue("tokenizer" if kind == "digits" else "llama_tokenizer")
+    model = tiny_llama(tokenizer, predict.number_tokens(tokenizer).ids)
+    assert predict.number_tokens(tokenizer).kind == kind
+    rows = [{"prompt": make_prompt(text), "completion": "10.0"}
+            for text in ("Title: Garden hose, 50 ft", "Title: A pen", "Title: Robot vacuum, 4300Pa suction")]
+    ns5 = run_cells(tagged(load(NOTEBOOKS[4]), "course-code"), {"fine_tuned_model": model, "tokenizer": tokenizer})
+    ns3 = run_cells(tagged(load(NOTEBOOKS[2]), "course-code"), {"base_model": model, "tokenizer": tokenizer})
+    for row in rows:
+        assert ns5["model_predict"](row) == ns3["model_predict"](row) == predict.model_predict(row, model, tokenizer)
+        assert ns5["improved_model_predict"](row) == pytest.approx(
+            predict.improved_model_predict(row, model, tokenizer), rel=1e-5)
+
+
+def test_executed_notebooks_get_one_line_progress_bars_and_nested_ones_say_nothing():
+    import subprocess
+    import sys
+
+    code = ("from pricer.progress import plain_bars; plain_bars()\n"
+            "from tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(3), desc='outer'):\n"
+            "    for _ in tqdm(range(2), desc='inner', leave=False):\n"
+            "        pass\n"
+            "with tqdm(total=5, desc='manual', unit='item') as bar:\n"
+            "    bar.update(5)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and not ANSI.search(done.stdout) and "\r" not in done.stdout
+    assert re.fullmatch(r"outer: 3/3 in 00:00, [\d,.]+ it/s", lines[0]), lines
+    assert re.fullmatch(r"manual: 5/5 in 00:00, [\d,.]+ item/s", lines[1]), lines
