@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from versions import versions  # noqa: E402  (bench/, beside this script)
+
 SEEDS = (0, 1)
 # Nearby configurations for the sweep: (label, preset values). The smol preset itself is the first.
 SWEEP = (
@@ -44,17 +46,11 @@ def machine() -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    versions = {}
-    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    return {"gpu": gpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(), **versions}
+    return {"gpu": gpu, "cpu_cores": os.cpu_count(), "platform": platform.platform(), **versions()}
 
 
-def one(settings: dict, seed: int, out: Path, split: str, max_steps: int | None) -> dict:
-    """Train one configuration and score it on `split`: the job each sweep / seed process runs."""
+def one(settings: dict, seed: int, out: Path, max_steps: int | None) -> dict:
+    """Train one configuration; score it on validation (what the sweep chooses by) and on test (what is reported)."""
     from pricer.config import get_preset
     from pricer.evaluator import evaluate
     from pricer.items import load_prompts
@@ -68,19 +64,21 @@ def one(settings: dict, seed: int, out: Path, split: str, max_steps: int | None)
     start = time.perf_counter()
     result = train(preset, out / "outputs", seed=seed, max_steps=max_steps)
     train_s = time.perf_counter() - start
-    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)[split][:20 if max_steps else None]
+    prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
     model = load_finetuned(preset.base_model, str(result.run_dir), preset.quant)
     tokenizer = load_tokenizer(preset.base_model)
-    errors = {}
-    predictors = {"fine_tuned_expected": PricePredictor(model, tokenizer, stat="mean"),
-                  "fine_tuned_median": PricePredictor(model, tokenizer, stat="median")}
-    if split == "test":
-        predictors["fine_tuned_greedy"] = GenerationPredictor(model, tokenizer)
-    for name, predictor in predictors.items():
-        errors[name] = evaluate(predictor, rows, size=len(rows), save=False, title=name).metrics["error"]
-    return {"settings": settings, "seed": seed, "errors": errors, "train_s": round(train_s, 1),
-            "steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-            "eval_losses": result.eval_losses}
+    expected = PricePredictor(model, tokenizer, stat="mean")
+    predictors = {"fine_tuned_expected": expected,
+                  "fine_tuned_median": PricePredictor(model, tokenizer, stat="median"),
+                  "fine_tuned_greedy": GenerationPredictor(model, tokenizer)}
+    limit = 20 if max_steps else None
+    errors = {name: evaluate(predictor, prompts["test"][:limit], size=len(prompts["test"][:limit]), save=False,
+                             title=name).metrics["error"] for name, predictor in predictors.items()}
+    val = prompts["val"][:limit]
+    val_error = evaluate(expected, val, size=len(val), save=False, title="validation").metrics["error"]
+    return {"settings": settings, "seed": seed, "val_error": val_error, "errors": errors,
+            "train_s": round(train_s, 1), "steps": result.steps,
+            "final_loss": result.losses[-1] if result.losses else None, "eval_losses": result.eval_losses}
 
 
 def baselines(settings: dict, smoke: bool = False) -> dict:
@@ -100,62 +98,90 @@ def baselines(settings: dict, smoke: bool = False) -> dict:
             for name, p in fitted.items()}
 
 
-def in_parallel(jobs: list[tuple[dict, int, str]], work: Path, max_steps: int | None) -> list[dict]:
-    """Run each (settings, seed, split) job as its own process on the one GPU; their results in order."""
+def start_jobs(jobs: list[tuple[dict, int]], work: Path, max_steps: int | None) -> list:
+    """Start each (settings, seed) job as its own process on the one GPU (a 135M model leaves an H200 mostly idle)."""
     procs = []
-    for i, (settings, seed, split) in enumerate(jobs):
+    for i, (settings, seed) in enumerate(jobs):
         out = work / f"job{i}"
         out.mkdir(parents=True, exist_ok=True)
-        spec = json.dumps({"settings": settings, "seed": seed, "split": split, "out": str(out), "max_steps": max_steps})
+        spec = json.dumps({"settings": settings, "seed": seed, "out": str(out), "max_steps": max_steps})
         log = (out / "log.txt").open("w")
         procs.append((subprocess.Popen([sys.executable, __file__, "--job", spec], stdout=log, stderr=subprocess.STDOUT),
                       out))
+    return procs
+
+
+def finish_jobs(procs: list, deadline: float) -> list[dict | None]:
+    """Each job's result, or None for one that failed or was still running at the deadline (then stopped)."""
     results = []
     for proc, out in procs:
-        if proc.wait() != 0:
-            raise RuntimeError(f"job in {out} failed:\n{(out / 'log.txt').read_text()[-3000:]}")
-        results.append(json.loads((out / "result.json").read_text()))
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            print(f"job in {out} still running at the deadline: stopped")
+        if proc.wait() == 0 and (out / "result.json").exists():
+            results.append(json.loads((out / "result.json").read_text()))
+        else:
+            print(f"job in {out} failed:\n{(out / 'log.txt').read_text()[-3000:]}")
+            results.append(None)
     return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--no-sweep", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="CPU check: 6 steps, no sweep, 1 seed")
+    p.add_argument("--no-sweep", action="store_true", help="only the smol preset as it is")
+    p.add_argument("--smoke", action="store_true", help="CPU check: 6 steps, the preset only, 1 seed")
+    p.add_argument("--deadline-s", type=float, default=None, help="stop jobs still running after this many seconds")
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "accuracy.json"))
     args = p.parse_args()
     if args.job:
         job = json.loads(args.job)
-        result = one(job["settings"], job["seed"], Path(job["out"]), job["split"], job["max_steps"])
+        result = one(job["settings"], job["seed"], Path(job["out"]), job["max_steps"])
         Path(job["out"], "result.json").write_text(json.dumps(result))
         return
     from pricer.config import get_preset, settings_of
 
+    started = time.time()
+    deadline = started + args.deadline_s if args.deadline_s else float("inf")
     max_steps = 6 if args.smoke else None
-    work = Path(tempfile.mkdtemp(prefix="pricer-accuracy-"))
-    started = time.perf_counter()
-    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
-    chosen = {}
-    if not (args.no_sweep or args.smoke):
-        sweep = in_parallel([(settings, SEEDS[0], "val") for _, settings in SWEEP], work / "sweep", max_steps)
-        report["sweep"] = [{"label": label, **r} for (label, _), r in zip(SWEEP, sweep)]
-        best = min(report["sweep"], key=lambda r: r["errors"]["fine_tuned_expected"])
-        chosen = best["settings"]
-        print(f"sweep: best on validation is {best['label']!r} (${best['errors']['fine_tuned_expected']:.2f})")
+    configs = SWEEP[:1] if (args.no_sweep or args.smoke) else SWEEP
     seeds = SEEDS[:1] if args.smoke else SEEDS
-    runs = in_parallel([(chosen, seed, "test") for seed in seeds], work / "seeds", max_steps)
-    traditional = baselines(chosen, args.smoke)  # the same training rows and test items for every seed
-    report["preset"] = {"name": "smol", "settings": settings_of(get_preset("smol", **chosen)),
-                        **get_preset("smol", **chosen).to_dict()}
-    report["seeds"] = {str(r["seed"]): {"errors": {**r["errors"], **traditional}, "train_s": r["train_s"],
-                                        "steps": r["steps"], "eval_losses": r["eval_losses"]} for r in runs}
+    work = Path(tempfile.mkdtemp(prefix="pricer-accuracy-"))
+    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    # Every configuration on every seed at once: the choice is made on validation, the chosen one's test
+    # scores are reported, so no second round of training is needed.
+    jobs = [(settings, seed) for _, settings in configs for seed in seeds]
+    procs = start_jobs(jobs, work, max_steps)
+    traditional = baselines({}, args.smoke)  # on the CPU while the jobs train; prompt cut of the preset itself
+    results = finish_jobs(procs, deadline)
+    sweep = []
+    for label, settings in configs:
+        mine = [r for (s, _), r in zip(jobs, results) if s is settings and r is not None]
+        if mine:
+            sweep.append({"label": label, "settings": settings, "val_error_mean": round(sum(r["val_error"] for r in mine) / len(mine), 2),
+                          "runs": mine})
+    if not sweep:
+        raise SystemExit("no job finished")
+    best = min(sweep, key=lambda c: c["val_error_mean"])
+    if len(configs) > 1:
+        report["sweep"] = [{k: c[k] for k in ("label", "settings", "val_error_mean")} | {
+            "test_expected": [r["errors"]["fine_tuned_expected"] for r in c["runs"]]} for c in sweep]
+        print(f"sweep: best on validation is {best['label']!r} (${best['val_error_mean']:.2f})")
+    if best["settings"].get("summary_tokens"):  # the baselines read the same prompt cut as the chosen model
+        traditional = baselines(best["settings"], args.smoke)
+    chosen = get_preset("smol", **best["settings"])
+    report["preset"] = {"name": "smol", "changed": best["settings"], "settings": settings_of(chosen), **chosen.to_dict()}
+    report["seeds"] = {str(r["seed"]): {"errors": {**r["errors"], **traditional}, "val_error": r["val_error"],
+                                        "train_s": r["train_s"], "steps": r["steps"], "eval_losses": r["eval_losses"]}
+                       for r in best["runs"]}
     best_name = min(traditional, key=traditional.get)
     report["best_traditional"] = {"name": best_name, "error": traditional[best_name]}
     report["lead_over_best_traditional"] = {
         seed: round(1 - s["errors"]["fine_tuned_expected"] / traditional[best_name], 3)
         for seed, s in report["seeds"].items()}
-    report["wall_s"] = round(time.perf_counter() - started, 1)
+    report["wall_s"] = round(time.time() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("best_traditional", "lead_over_best_traditional", "wall_s")}, indent=1))

@@ -115,7 +115,7 @@ def main() -> None:
     entry["machine"] = machine()
     entry["date"] = time.strftime("%Y-%m-%d")
     straight = None
-    if args.stage in ("1", "all") and not args.no_straight:
+    if args.stage in ("2", "all") and not args.no_straight:  # in the stage that finishes notebook 4's adapter
         straight = start_straight_run(args.preset, settings, work, t4)  # on the same GPU, alongside the notebooks
     for stage, notebooks in (("1", first), ("2", second)):
         if args.stage not in (stage, "all"):

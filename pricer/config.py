@@ -98,7 +98,7 @@ PRESETS = {
         max_length=80,
         save_steps=20,
         val_rows=40,  # a validation loss costs forwards: few rows on 2 cores
-        eval_size=200,
+        eval_size=100,  # items each predictor scores: generation is the slowest part on 2 cores
     ),
     "smol": Preset(
         name="smol",

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from pricer.env import redact
 from pricer.lab import NOTEBOOK_DIR, NOTEBOOKS, execute
 
 STANDIN = Path(__file__).resolve().parent / "standin"
@@ -30,7 +31,8 @@ STATS_CELL = """\
 import json, torch
 _peaks = {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0,
           "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9 if torch.cuda.is_available() else 0.0}
-open("runtime_stats.json", "w").write(json.dumps(_peaks))"""
+with open("runtime_stats.json", "w") as _f:
+    _f.write(json.dumps(_peaks))"""
 
 
 def runtime_env(runtime: Path, drive: Path, secrets: dict, t4: bool, extra: dict | None = None) -> dict:
@@ -77,8 +79,10 @@ def _kill_after_checkpoint(name: str, runtime: Path, env: dict, params: dict, ou
             "a['params'], env=a['env'], cwd=Path(a['cwd']))")
     job = json.dumps({"name": name, "target": str(runtime / f"{name}.ipynb"), "params": params, "env": env,
                       "cwd": str(runtime)})
-    child = subprocess.Popen([sys.executable, "-c", code, job], start_new_session=True,
-                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = runtime / "runtime.log"  # what the killed runtime printed: the reason, if it ended early
+    with log.open("w") as out:
+        child = subprocess.Popen([sys.executable, "-c", code, job], start_new_session=True,
+                                 env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and child.poll() is None:
@@ -87,7 +91,8 @@ def _kill_after_checkpoint(name: str, runtime: Path, env: dict, params: dict, ou
                 time.sleep(2)  # let the checkpoint's other files land, as a real disconnect might not
                 return min(json.loads(p.read_text())["global_step"] for p in states)
             time.sleep(1)
-        raise RuntimeError(f"{name} wrote no checkpoint before it {'ended' if child.poll() is not None else 'timed out'}")
+        raise RuntimeError(f"{name} wrote no checkpoint before it {'ended' if child.poll() is not None else 'timed out'}"
+                           f":\n{redact(log.read_text(errors='ignore')[-4000:])}")
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)  # the runtime and its kernel, as a Colab disconnect does

@@ -14,16 +14,7 @@ from pricer.memory import Device, ModelShape, estimate_peak_gb, plan_batches
 
 LITE_SHAPE = ModelShape(hidden=3072, layers=28, intermediate=8192, heads=24, kv_heads=8, vocab=128256)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run faster on one thread, and much faster when other work shares the cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
