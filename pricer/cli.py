@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         from pricer.env import load_secrets
 
         load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
+        if flag("PRICER_T4"):  # as in a notebook's kernel: 15 GB and fp16, before any model loads
+            from pricer.session import rehearse_t4
+
+            rehearse_t4()
         args.run(args)
     except PricerError as e:
         if args.debug or flag("PRICER_DEBUG"):

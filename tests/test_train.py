@@ -308,6 +308,20 @@ def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model,
     assert run_dir.name.startswith("tiny-20")  # <preset>-<YYYY-MM-DD_HH.MM.SS>, as the course names runs
 
 
+def test_cli_rehearses_a_t4_before_the_command_runs_when_asked(monkeypatch):
+    """`PRICER_T4=1 pricer train` must train as a notebook kernel would under the switch (fp16, 15 GB)."""
+    from pricer import cli, session
+
+    order = []
+    monkeypatch.setattr(session, "rehearse_t4", lambda: order.append("t4"))
+    monkeypatch.setattr(cli, "train", lambda args: order.append("train"))
+    monkeypatch.setenv("PRICER_T4", "1")
+    cli.main(["train"])
+    monkeypatch.setenv("PRICER_T4", "0")
+    cli.main(["train"])
+    assert order == ["t4", "train", "train"]
+
+
 def test_cli_evaluates_the_newest_adapter_on_the_test_split(tiny_model, short_prompts, tmp_path, monkeypatch,
                                                              capsys):
     from pricer.cli import main
