@@ -7,9 +7,10 @@
 
 `lite` and `full` are the course's values; `tiny` (CPU, CI) and `smol` (any GPU, no token) are
 ours, on the embedded model and catalog. A value is checked against its field's type and range
-when the preset is made, by pydantic (already the lab's validator for `Item`): a bad one is
-refused with the setting's name, the value and what is allowed, before anything loads. Strings
-from the command line are typed from the field they set, never by trying casts, so a folder
+when the preset is made, by pydantic (already the lab's validator for `Item`; transformers'
+`HfArgumentParser` types from fields too, but checks no ranges): a bad one is refused with
+the setting's name, the value and what is allowed, before anything loads. Strings from the
+command line are typed from the field they set, never by trying casts, so a folder
 named `1e5` stays a string and `train_rows=1e2` is refused.
 
 Names (`base_model`, `items`, `prompts`) are resolved to real folders or Hub ids by

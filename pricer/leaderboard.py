@@ -44,7 +44,8 @@ COURSE_REFERENCE = {
     "Fine-tuned (full)": 39.85,
 }
 COURSE = "the course (2025): real Amazon data, Llama-3.2-3B, 200 test items"
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "results" / "accuracy.json"
+# bench/results/accuracy.json, shipped inside the package so a pip-installed lab (Colab) has it (a test keeps them equal)
+BENCH = Path(__file__).resolve().parent / "reference_accuracy.json"
 COLUMNS = ["name", "model", "preset", "data", "size", "error", "rmsle", "r2", "hit_rate", "unparsed", "date"]
 REFERENCE_COLUMNS = ["name", "error", "source"]
 
@@ -116,7 +117,9 @@ def bench_reference(path=BENCH) -> list[dict]:
         raise ValueError(f"{path}: not a readable accuracy benchmark ({e!r}); rerun bench/accuracy.py") from None
     machine = record.get("machine", {})
     where = machine.get("gpu") or machine.get("name") if isinstance(machine, dict) else machine
-    source = f"our benchmark: preset {record.get('preset', '?')} on {where or 'a GPU'}, mean of {len(seeds)} seed(s)"
+    preset = record.get("preset", "?")
+    preset = preset.get("name", "?") if isinstance(preset, dict) else preset
+    source = f"our benchmark: preset {preset} on {where or 'a GPU'}, mean of {len(seeds)} seed(s)"
     rows = []
     for name in names:
         values = [run["errors"][name] for run in seeds.values() if name in run["errors"]]

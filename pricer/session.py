@@ -31,12 +31,13 @@ REPOSITORY = "git+https://github.com/pricer-lab/pricer"  # where Colab installs 
 COLAB_LAB_DIR = "/content/drive/MyDrive/pricer-lab"
 T4_GB = 15.0  # a Colab T4's memory, as torch reports it (14.7 GiB usable)
 LLAMA_PAGE = "https://huggingface.co/meta-llama/Llama-3.2-3B"
-# What each notebook costs, per preset: (minutes, peak GPU GB, on what). Measured: bench/README.md, 2026-12-01.
+# What each notebook costs, per preset: (minutes, peak GPU GB, on what), 2026-12-01. tiny: the lab test's minutes on 2
+# cores; lite GB: the T4 rehearsal's peaks (bench/README.md); T4 and A100 minutes: estimates (not timed on one).
 COSTS = {
-    "tiny": {1: (1, 0, "2 CPU cores"), 2: (0.5, 0, "2 CPU cores"), 3: (2, 0, "2 CPU cores"),
-             4: (3, 0, "2 CPU cores"), 5: (1, 0, "2 CPU cores")},
+    "tiny": {1: (0.5, 0, "2 CPU cores"), 2: (0.5, 0, "2 CPU cores"), 3: (1, 0, "2 CPU cores"),
+             4: (3, 0, "2 CPU cores"), 5: (3, 0, "2 CPU cores")},
     "smol": {1: (1, 1, "a T4"), 2: (0.5, 0, "a T4"), 3: (2, 1, "a T4"), 4: (5, 3, "a T4"), 5: (1, 2, "a T4")},
-    "lite": {1: (5, 13, "a T4"), 2: (2, 0, "a T4"), 3: (8, 5, "a T4"), 4: (90, 13, "a T4"), 5: (5, 6, "a T4")},
+    "lite": {1: (5, 13, "a T4"), 2: (2, 0, "a T4"), 3: (8, 8, "a T4"), 4: (90, 12, "a T4"), 5: (5, 10, "a T4")},
     "full": {1: (5, 13, "an A100"), 2: (30, 0, "an A100"), 3: (30, 8, "an A100"), 4: (1200, 40, "an A100"),
              5: (10, 8, "an A100")},
 }

@@ -44,3 +44,14 @@ def test_every_package_folder_is_packed():
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pricer").rglob("*.py")
                if "__pycache__" not in p.parts}
     assert folders <= packed, folders - packed
+
+
+def test_every_data_file_the_package_reads_is_packed():
+    """A file inside pricer/ that isn't Python (the benchmark's reference figures) needs a package-data entry."""
+    import fnmatch
+
+    declared = PROJECT["tool"]["setuptools"].get("package-data", {})
+    data = {p.relative_to(ROOT / "pricer").as_posix() for p in (ROOT / "pricer").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    unpacked = {f for f in data if not any(fnmatch.fnmatch(f, pattern) for pattern in declared.get("pricer", []))}
+    assert data and not unpacked, unpacked
