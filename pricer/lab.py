@@ -86,7 +86,6 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from tqdm.auto import tqdm
-    from traitlets.config import Config
 
     from pricer.env import redact
 
@@ -95,10 +94,11 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: 
     nb.cells += [nbformat.v4.new_code_cell(text, metadata={"tags": ["injected"]}) for text in extra_cells]
     code = sum(c.cell_type == "code" for c in nb.cells)
     with tqdm(total=code, desc=source.stem, unit="cell") as bar:
-        # Unix sockets to the kernel where there are some: no open ports, and no warning from ipykernel 7 about
-        # unencrypted TCP on the terminal at every notebook.
-        transport = Config({"KernelManager": {"transport": "ipc" if os.name == "posix" else "tcp"}})
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=transport,
+        # The kernel app's own log at ERROR: ipykernel 7 warns at every start that its link to this process (on
+        # localhost) is unencrypted TCP. Warnings of the notebook's code still land in its outputs. (Unix sockets
+        # instead would take a path the kernel resolves from its own working folder, not ours.)
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                 resources={"metadata": {"path": str(cwd or target.parent)}},
                                 on_cell_executed=lambda **_: bar.update())
         try:

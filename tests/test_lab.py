@@ -30,6 +30,22 @@ def test_injected_parameters_follow_the_parameters_cell():
     assert nb.cells[index + 1].source.splitlines()[1:] == ["PRESET = 'lite'", "OUTPUT_DIR = '/x'"]
 
 
+def test_a_notebook_runs_in_its_target_folder_with_parameters_and_a_secret_redacted(tmp_path, monkeypatch):
+    """A real kernel, started from another folder than the one the notebook runs in (as `pricer lab` does)."""
+    fake = "hf_FAKEkernelSecret1234567890ab"
+    monkeypatch.setenv("HF_TOKEN", fake)
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "source.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PRESET = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nprint(os.getcwd(), PRESET, os.environ['HF_TOKEN'])")]), source)
+    target = tmp_path / "run" / "executed.ipynb"
+    target.parent.mkdir()
+    lab.execute(source, target, {"PRESET": "tiny"})
+    [output] = nbformat.read(target, as_version=4).cells[-1].outputs
+    assert output.text.split()[:2] == [str(target.parent), "tiny"] and fake not in target.read_text()
+
+
 def test_an_interrupted_lab_resumes_with_the_unfinished_notebooks(tmp_path, monkeypatch):
     calls = []
 
