@@ -73,9 +73,9 @@ def one(settings: dict, seed: int, out: Path, max_steps: int | None) -> dict:
                   "fine_tuned_median": PricePredictor(model, tokenizer, stat="median"),
                   "fine_tuned_greedy": GenerationPredictor(model, tokenizer)}
     limit = 20 if max_steps else None
-    errors = {name: evaluate(predictor, prompts["test"][:limit], size=len(prompts["test"][:limit]), save=False,
-                             title=name).metrics["error"] for name, predictor in predictors.items()}
-    val = prompts["val"][:limit]
+    test, val = prompts["test"][:limit], prompts["val"][:limit]
+    errors = {name: evaluate(predictor, test, size=len(test), save=False, title=name).metrics["error"]
+              for name, predictor in predictors.items()}
     val_error = evaluate(expected, val, size=len(val), save=False, title="validation").metrics["error"]
     return {"settings": settings, "seed": seed, "val_error": val_error, "errors": errors,
             "train_s": round(train_s, 1), "steps": result.steps,
@@ -161,8 +161,8 @@ def main() -> None:
     for label, settings in configs:
         mine = [r for (s, _), r in zip(jobs, results) if s is settings and r is not None]
         if mine:
-            sweep.append({"label": label, "settings": settings, "val_error_mean": round(sum(r["val_error"] for r in mine) / len(mine), 2),
-                          "runs": mine})
+            mean = round(sum(r["val_error"] for r in mine) / len(mine), 2)
+            sweep.append({"label": label, "settings": settings, "val_error_mean": mean, "runs": mine})
     if not sweep:
         raise SystemExit("no job finished")
     best = min(sweep, key=lambda c: c["val_error_mean"])
@@ -183,10 +183,11 @@ def main() -> None:
         seed: round(1 - s["errors"]["fine_tuned_expected"] / traditional[best_name], 3)
         for seed, s in report["seeds"].items()}
     report["wall_s"] = round(time.time() - started, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    if Path(args.out) == DEFAULT_OUT:  # the copy the package ships for notebook 5's reference rows
-        (ROOT / "pricer" / "reference_accuracy.json").write_text(json.dumps(report, indent=1))
+    text = json.dumps(report, indent=1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    if args.out == DEFAULT_OUT:  # the copy the package ships for notebook 5's reference rows
+        (ROOT / "pricer" / "reference_accuracy.json").write_text(text)
     print(json.dumps({k: report[k] for k in ("best_traditional", "lead_over_best_traditional", "wall_s")}, indent=1))
     for seed, s in report["seeds"].items():
         print(seed, {k: round(v, 2) for k, v in sorted(s["errors"].items(), key=lambda kv: kv[1])})

@@ -124,13 +124,18 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    """The good checkpoint with the highest step; damaged ones are named and passed over."""
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, in step order (checkpoint-10 before checkpoint-100); not checked."""
     def step(path):
         tail = path.name.rpartition("-")[2]
         return int(tail) if tail.isdigit() else -1
 
-    for folder in sorted(Path(run_dir).glob("checkpoint-*"), key=step, reverse=True):
+    return sorted(Path(run_dir).glob("checkpoint-*"), key=step)
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The good checkpoint with the highest step; damaged ones are named and passed over."""
+    for folder in reversed(checkpoints(run_dir)):
         problem = checkpoint_problem(folder)
         if problem is None:
             return str(folder)
