@@ -12,7 +12,7 @@ the lite preset's size (20k training rows). Every kernel rehearses a T4 (PRICER_
 capped at 15 GB, bf16 reported unavailable, so fp16 and the T4's memory plan). Notebook 4 is
 killed (SIGKILL, kernel and all) once its first checkpoint is on "Drive", and run again in a new
 runtime, where it must resume; its adapter is compared with a straight `pricer train` of the same
-preset on the same prompts, run alongside the notebooks on the same GPU (so the notebooks' wall
+preset on the same prompts, run alongside stage 1's notebooks on the same GPU (so their wall
 times are upper bounds). Stages share --work, so they can run in two device calls. Writes bench/results/colab_t4.json:
 `machine`, `notebooks`: name -> {wall_s, peak_allocated_gb, peak_reserved_gb, error_cells},
 `resumed_from_step`, `resumed_adapter_equal` (and how close), per preset.
@@ -88,6 +88,23 @@ def compare_adapters(a: Path, b: Path) -> dict:
             "keys_match": x.keys() == y.keys()}
 
 
+def compare_with_straight_run(drive: Path, work: Path) -> dict:
+    """Notebook 4's adapter (killed, then resumed in a new runtime) against the uninterrupted `pricer train`."""
+    from pricer.files import read_json
+
+    lab_prompts = drive / "pricer-lab" / "data" / "prompts"
+    same_prompts = all((lab_prompts / f).read_bytes() == (work / "prompts" / f).read_bytes()
+                       for f in ("train.jsonl", "val.jsonl"))
+    [resumed] = [p.parent for p in (drive / "pricer-lab" / "outputs").glob("*/pricer_run.json")]
+    [reference] = [p.parent for p in (work / "straight").glob("*/pricer_run.json")]
+    steps = {name: read_json(run / "pricer_run.json", "run record").get("steps")
+             for name, run in (("resumed", resumed), ("straight", reference))}
+    closeness = compare_adapters(resumed, reference)
+    return {"notebook_2_prompts_equal_the_straight_runs": same_prompts, "steps": steps,
+            "rows_trained": sum(1 for _ in (lab_prompts / "train.jsonl").open()),
+            "resumed_adapter_equal": closeness["equal"], "resumed_adapter": closeness}
+
+
 def main() -> None:
     from pricer.lab import NOTEBOOKS
     from pricer.rehearsal import rehearse
@@ -99,6 +116,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/pricer-colab-t4")
     p.add_argument("--smoke", action="store_true", help="CPU: the tiny preset, no T4 switch")
     p.add_argument("--no-straight", action="store_true", help="skip the uninterrupted run to compare with")
+    p.add_argument("--skip", default="", help="notebooks not to rerun, e.g. 1 (their figures stay as --out has them)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "colab_t4.json"))
     args = p.parse_args()
     if args.smoke:
@@ -108,15 +126,17 @@ def main() -> None:
     drive, runtimes = work / "drive", work / "runtimes"
     settings = settings_for(args, work)
     t4 = not args.smoke
-    first, second = NOTEBOOKS[:4], NOTEBOOKS[3:]  # 4 is killed at the end of stage 1, run again in stage 2
+    skipped = {n for n in NOTEBOOKS if n.split("_")[0] in args.skip.split(",")}
+    first, second = ([n for n in part if n not in skipped]  # 4 is killed at the end of stage 1, run again in stage 2
+                     for part in (NOTEBOOKS[:4], NOTEBOOKS[3:]))
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     entry = results.setdefault(args.preset, {"notebooks": {}})
     entry["machine"] = machine()
     entry["date"] = time.strftime("%Y-%m-%d")
     straight = None
-    if args.stage in ("2", "all") and not args.no_straight:  # in the stage that finishes notebook 4's adapter
-        straight = start_straight_run(args.preset, settings, work, t4)  # on the same GPU, alongside the notebooks
+    if args.stage in ("1", "all") and not args.no_straight:  # on the same GPU, alongside the first notebooks
+        straight = start_straight_run(args.preset, settings, work, t4)
     for stage, notebooks in (("1", first), ("2", second)):
         if args.stage not in (stage, "all"):
             continue
@@ -127,14 +147,8 @@ def main() -> None:
     if straight is not None:
         entry["straight_train_s"] = finish_straight_run(straight)
         entry["straight_run_alongside"] = True  # its GPU time overlapped the notebooks': their wall_s are upper bounds
-        lab_prompts = drive / "pricer-lab" / "data" / "prompts"
-        entry["notebook_2_prompts_equal_the_straight_runs"] = all(
-            (lab_prompts / f).read_bytes() == (work / "prompts" / f).read_bytes() for f in ("train.jsonl", "val.jsonl"))
-        [resumed] = [p.parent for p in (drive / "pricer-lab" / "outputs").glob("*/pricer_run.json")]
-        [reference] = [p.parent for p in (work / "straight").glob("*/pricer_run.json")]
-        closeness = compare_adapters(resumed, reference)
-        entry["resumed_adapter_equal"] = closeness["equal"]
-        entry["resumed_adapter"] = closeness
+    if args.stage in ("2", "all") and (work / "straight").exists():  # notebook 4's adapter is finished: compare
+        entry.update(compare_with_straight_run(drive, work))
     entry["all_under_15_gb"] = all(n.get("peak_reserved_gb", 0) <= 15.0 for n in entry["notebooks"].values())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

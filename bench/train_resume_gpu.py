@@ -4,8 +4,8 @@ button) and resumed from its last checkpoint ends where an uninterrupted run end
     python bench/train_resume_gpu.py          # GPU, carry [".whl"]; ~2 min on an H200
     python bench/train_resume_gpu.py --smoke  # CPU, tiny model, ~20 s: checks the script
 
-A fresh run replays its compiled layers as CUDA graphs; a resumed one compiles them without graphs
-(`pricer.train.graphs_are_safe`). Lite LoRA on the benchmark's 3B-shaped random 4-bit model, 6 steps,
+A fresh run replays its compiled layers as CUDA graphs; one resumed in the same process compiles them
+without graphs (`pricer.train.graphs_are_safe`). Lite LoRA on the benchmark's 3B-shaped random 4-bit model, 6 steps,
 checkpoint every 3, stopped after step 4. The adapters are compared by their lora_B weights (zero at
 the start, so all of it is what training wrote): the resumed run's gap to the uninterrupted one should
 be no larger than that between two uninterrupted runs (bf16 on a GPU is not bit-reproducible).

@@ -14,6 +14,7 @@ import functools
 from pricer.sources import resolve
 
 QUANTS = ("4bit", "8bit", None)
+T4_GB = 15.0  # a Colab T4's memory, as torch reports it (14.7 GiB usable): what PRICER_T4=1 rehearses
 
 
 def resolve_model(name: str) -> str:
@@ -28,6 +29,20 @@ def device() -> str:
     from pricer.distributed import local_rank
 
     return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
+
+
+def gpu_memory_gb() -> tuple[float, float]:
+    """(free, total) GB of this GPU for this process. Under the T4 rehearsal (PRICER_T4=1) the total is a
+    T4's and free is what this process has left of it, so batch plans and preflights are the T4's."""
+    import torch
+
+    from pricer.config import flag
+
+    free, total = torch.cuda.mem_get_info()
+    if flag("PRICER_T4"):
+        total = min(total, T4_GB * 1e9)
+        free = min(free, total - torch.cuda.memory_reserved())
+    return free / 1e9, total / 1e9
 
 
 def precision() -> str:

@@ -4,11 +4,14 @@
     lab.preset            # chosen once for the whole lab, resolved (names point at real folders)
     lab.outputs           # LAB_DIR/outputs: checkpoints and adapters (on Google Drive in Colab)
     lab.prompts           # lab 2's saved prompts when they exist, else the preset's dataset (said)
+    lab.save_prompts(train, val, test)   # lab 2: Item.save_prompts into the lab folder, with what made them
 
 Each Colab notebook is a runtime of its own, and a disconnect wipes /content, so everything a
 later notebook needs lives in the lab folder: on Colab a folder on Google Drive, elsewhere a
 local one. Notebook 1 (or whichever runs first) writes `lab_settings.json` there: the preset and
-its settings, so the other four notebooks use the same ones without editing five files.
+its settings, so the other four notebooks use the same ones without editing five files. Notebooks
+3-5 read lab 2's prompts from there (training and scoring alike), and refuse prompts made for
+another tokenizer, cut or catalog by name.
 
 The preset is the first of: the notebook's PRESET, PRICER_PRESET, the lab settings file, else
 `lite` on a GPU with an HF_TOKEN, `smol` on a GPU without one (no licence needed), `tiny` on a
@@ -19,7 +22,7 @@ reported unavailable, so the fp16 path and the memory plan are the T4's.
 import gc
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pricer.config import EMBEDDED, PRESETS, flag, get_preset, settings_of
@@ -27,9 +30,9 @@ from pricer.errors import DataError, PricerError, SettingError
 from pricer.files import read_json, write_json
 
 SETTINGS_FILE = "lab_settings.json"
+PROMPTS_RECORD = "made_with.json"  # beside lab 2's prompts: the preset, tokenizer, cut and catalog that made them
 REPOSITORY = "git+https://github.com/pricer-lab/pricer"  # where Colab installs the lab from, unless told otherwise
 COLAB_LAB_DIR = "/content/drive/MyDrive/pricer-lab"
-T4_GB = 15.0  # a Colab T4's memory, as torch reports it (14.7 GiB usable)
 LLAMA_PAGE = "https://huggingface.co/meta-llama/Llama-3.2-3B"
 # What each notebook costs, per preset: (minutes, peak GPU GB, on what), 2026-12-01. tiny: the lab test's minutes on 2
 # cores; lite GB: the T4 rehearsal's peaks (bench/README.md); T4 and A100 minutes: estimates (not timed on one).
@@ -73,13 +76,47 @@ class Lab:
         return self.data / "prompts"
 
     @property
+    def has_saved_prompts(self) -> bool:
+        return all((self.saved_prompts / f"{s}.jsonl").exists() for s in ("train", "val", "test"))
+
+    @property
     def prompts(self) -> str:
         """Lab 2's prompts in the lab folder; else the preset's dataset, said (not silently)."""
-        if all((self.saved_prompts / f"{s}.jsonl").exists() for s in ("train", "val", "test")):
+        if self.has_saved_prompts:
             return str(self.saved_prompts)
         print(f"pricer: lab 2's prompts are not in {self.saved_prompts} (run notebook 2 first to make your own); "
               f"using the preset's dataset {self.preset.prompts}")
         return self.preset.prompts
+
+    def save_prompts(self, train: list, val: list, test: list) -> Path:
+        """Lab 2: `Item.save_prompts` into the lab folder, and a record of what made them for notebooks 3-5."""
+        from pricer.items import Item
+
+        folder = Item.save_prompts(self.saved_prompts, train, val, test)
+        write_json(folder / PROMPTS_RECORD, {"preset": self.preset.name, **prompt_makers(self.preset)})
+        return folder
+
+    def check_saved_prompts(self) -> None:
+        """Refuse lab 2's prompts if they were made for another tokenizer, cut or catalog than this preset's."""
+        record_path = self.saved_prompts / PROMPTS_RECORD
+        if not record_path.exists():
+            return  # prompts put there by hand: used as they are
+        record = read_json(record_path, "record of lab 2's prompts", "rerun notebook 2 to write it again")
+        differs = {k: (record.get(k), v) for k, v in prompt_makers(self.preset).items() if record.get(k) != v}
+        if differs:
+            what = "; ".join(f"{k} {theirs!r} there, {ours!r} here" for k, (theirs, ours) in differs.items())
+            raise SettingError(
+                f"{self.saved_prompts}: lab 2's prompts were made by preset {record.get('preset')!r} and don't "
+                f"fit this notebook's {self.preset.name!r} ({what}). Rerun notebook 2 with this preset (it "
+                f"replaces them), or set PRESET = {record.get('preset')!r} here.")
+
+
+def prompt_makers(preset) -> dict:
+    """What decides a preset's prompt text: the tokenizer, the summary cut and the catalog (stable labels)."""
+    from pricer.sources import describe
+
+    return {"tokenizer": describe(preset.base_model), "summary_tokens": preset.summary_tokens,
+            "items": describe(preset.items)}
 
 
 def lab_dir(explicit: str | Path | None = None) -> Path:
@@ -152,6 +189,8 @@ def rehearse_t4() -> None:
     """Make this process see a T4: 15 GB of GPU memory and no bf16 (PRICER_T4=1; call before any model loads)."""
     import torch
 
+    from pricer.models import T4_GB
+
     if not torch.cuda.is_available():
         return
     total = torch.cuda.get_device_properties(0).total_memory / 1e9
@@ -223,7 +262,13 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
     folder = _lab_dir(lab_dir)
     chosen, why = choose_preset(folder, preset, settings)
     check_access(chosen)
-    lab = Lab(folder, resolve_preset(chosen), notebook)
+    lab = Lab(folder, chosen, notebook)
+    reads_lab_2 = notebook >= 3 and lab.has_saved_prompts  # lab 2's own prompts: what notebooks 3-5 score and train on
+    if reads_lab_2:
+        chosen = replace(chosen, prompts=str(lab.saved_prompts))
+    lab.preset = resolve_preset(chosen)
+    if reads_lab_2:
+        lab.check_saved_prompts()
     print(describe(lab, why))
     return lab
 
@@ -252,13 +297,13 @@ def require_gpu_memory(gb: float, what: str) -> None:
     """Refuse, before loading, what this GPU can't hold (a notebook says so instead of running out of memory)."""
     import torch
 
+    from pricer.models import gpu_memory_gb
+
     if not torch.cuda.is_available():
         return
-    free, total = torch.cuda.mem_get_info()
-    if flag("PRICER_T4"):
-        free = min(free, T4_GB * 1e9 - torch.cuda.memory_reserved())
-    if gb * 1e9 > free:
-        raise SettingError(f"{what} needs ~{gb:.1f} GB of GPU memory and {free / 1e9:.1f} GB is free: skip this "
+    free = gpu_memory_gb()[0]
+    if gb > free:
+        raise SettingError(f"{what} needs ~{gb:.1f} GB of GPU memory and {free:.1f} GB is free: skip this "
                            "step (set it off in the parameters cell), free earlier models, or use a bigger GPU.")
 
 

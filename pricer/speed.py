@@ -21,10 +21,11 @@ from pricer.patches.transformers import fuse_kernels, with_train_sampler
 from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
 
 __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_layers", "fuse_kernels",
-           "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_without_syncs",
+           "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_without_syncs",
            "score_completions_only"]
 
 _compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
+_graphed = set()  # "graphs" once layers were compiled for CUDA graphs here: their pools live as long as the process
 
 
 def decoder_layers(model):
@@ -51,10 +52,17 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
         return False
     for layer in decoder_layers(model):  # the layer's own forward, compiled: hooks and checkpointing stay outside
         layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=False)
+    if graphs:
+        _graphed.add("graphs")
     if graphs and accumulating:
         _own_gradients(model)
     _compiled[model] = True
     return True
+
+
+def graphs_used() -> bool:
+    """Whether this process has compiled layers for CUDA graphs (an interrupted run's graphs are still here)."""
+    return bool(_graphed)
 
 
 def is_compiled(model) -> bool:

@@ -36,8 +36,8 @@ from pricer.patches import status as patch_status
 from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, open_run
-from pricer.speed import (PAD_MULTIPLE, compile_layers, grouped_trainer, lazy_metrics_trainer, optimizer_without_syncs,
-                          score_completions_only)
+from pricer.speed import (PAD_MULTIPLE, compile_layers, graphs_used, grouped_trainer, lazy_metrics_trainer,
+                          optimizer_without_syncs, score_completions_only)
 
 SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
 _APPLIED = weakref.WeakKeyDictionary()  # trainer -> the Setup actually applied (compiling may fall back)
@@ -85,13 +85,15 @@ class Setup:
 
 
 def device_budget_gb() -> float:
-    """Memory training may use: 90% of the GPU (context, fragmentation), or of RAM on CPU."""
+    """Memory training may use: 90% of the GPU (context, fragmentation; a T4's under PRICER_T4), or of RAM on CPU."""
     import os
 
     import torch
 
+    from pricer.models import gpu_memory_gb
+
     if torch.cuda.is_available():
-        return 0.9 * torch.cuda.mem_get_info()[1] / 1e9
+        return 0.9 * gpu_memory_gb()[1]
     return 0.9 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
@@ -292,10 +294,12 @@ def one_gpu_per_process(args) -> None:
 
 def graphs_are_safe(setup: Setup, resuming: bool) -> bool:
     """CUDA graphs only where they were proven on a GPU: one process, no activation checkpointing (it
-    reruns forwards inside the backward), a fresh run (resuming in the same process after an interrupt
-    failed on an H100: "accessing tensor output of CUDAGraphs that has been overwritten"). Elsewhere
-    the layers are compiled without graphs: slower, same math."""
-    return distributed.world_size() == 1 and not setup.plan.checkpointing and not resuming
+    reruns forwards inside the backward), and not a resume in the process whose graphs were interrupted
+    (that failed on an H100: "accessing tensor output of CUDAGraphs that has been overwritten"). A resume
+    in a new process (a new Colab runtime, the command run again) starts as fresh as any run and keeps
+    them: it ends bit for bit where an uninterrupted run does (the T4 rehearsal, bench/README.md).
+    Elsewhere the layers compile without graphs: slower, the same math up to dropout's random draws."""
+    return distributed.world_size() == 1 and not setup.plan.checkpointing and not (resuming and graphs_used())
 
 
 def settle_trainable_dtype(model, precision: str) -> None:
@@ -388,5 +392,6 @@ def train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
         if "CUDAGraphs" not in str(e):
             raise
         raise PricerError(
-            f"CUDA graphs failed mid-training ({str(e)[:90]}...). Rerun the same command: it resumes from "
-            "the last checkpoint, and a resumed run compiles its layers without CUDA graphs.") from e
+            f"CUDA graphs failed mid-training ({str(e)[:90]}...). Rerun the training cell in this runtime: it "
+            "resumes from the last checkpoint, compiling its layers without CUDA graphs (from the command line: "
+            "the same command with --plain).") from e

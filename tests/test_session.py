@@ -147,3 +147,50 @@ def test_a_module_upgraded_under_a_running_kernel_asks_for_a_restart(monkeypatch
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "26.0.1" if name == "pyarrow" else "0")
     with pytest.raises(PricerError, match=r"pyarrow 18.1.0 -> 26.0.1.*Restart session"):
         session.check_installed()
+
+
+def test_the_t4_rehearsal_plans_and_refuses_with_a_t4s_memory(monkeypatch):
+    """On a big GPU under PRICER_T4=1, training's budget and the notebooks' preflight see 15 GB, less what's held."""
+    import torch
+
+    from pricer.session import require_gpu_memory
+    from pricer.train import device_budget_gb
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (130e9, 141e9))  # an H200, mostly free
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 3e9)  # this process already holds 3 GB
+    monkeypatch.delenv("PRICER_T4", raising=False)
+    assert device_budget_gb() > 100
+    require_gpu_memory(13.0, "the fp16 model")
+    monkeypatch.setenv("PRICER_T4", "1")
+    assert 13 < device_budget_gb() < 14.5  # what a T4 would plan with
+    require_gpu_memory(11.5, "the fp16 model")
+    with pytest.raises(SettingError, match=r"the fp16 model needs ~13.0 GB of GPU memory and 12.0 GB is free"):
+        require_gpu_memory(13.0, "the fp16 model")
+
+
+def test_notebooks_3_to_5_train_and_score_on_lab_2s_prompts_and_refuse_ones_made_for_another_preset(
+        cpu_no_token, catalog, tokenizer, capsys):
+    """Lab 2's saved rows (not the preset's dataset) reach notebook 4's training_rows; a switched preset is refused."""
+    from pricer.items import Item
+    from pricer.train import training_rows, validation_rows
+
+    train, val, test = ([Item(**i.model_dump()) for i in items[:n]] for items, n in zip(catalog, (30, 6, 6)))
+    for items, do_round in ((train, True), (val, True), (test, False)):
+        for item in items:
+            item.make_prompts(tokenizer, 16, do_round)  # not the tiny preset's cut: rows only lab 2 could have made
+    folder = cpu_no_token / "drive"
+    lab2 = session.start(notebook=2, preset="tiny", lab_dir=folder)
+    assert lab2.prompts != str(lab2.saved_prompts)  # nothing saved yet: the preset's dataset, said
+    saved = lab2.save_prompts(train, val, test)
+    record = json.loads((saved / session.PROMPTS_RECORD).read_text())
+    assert record["preset"] == "tiny" and record["summary_tokens"] == lab2.preset.summary_tokens
+
+    lab4 = session.start(notebook=4, lab_dir=folder)  # a new runtime: the preset from the lab settings file
+    assert lab4.preset.prompts == str(saved) and str(saved) in capsys.readouterr().out  # said at the top
+    assert [r["prompt"] for r in training_rows(lab4.preset)] == [i.prompt for i in train][:lab4.preset.train_rows]
+    assert [r["completion"] for r in validation_rows(lab4.preset)] == [i.completion for i in val]
+
+    with pytest.raises(SettingError, match=r"made by preset 'tiny' and don't fit this notebook's 'smol' "
+                                           r"\(summary_tokens 48 there, 80 here\).*Rerun notebook 2.*PRESET = 'tiny'"):
+        session.start(notebook=5, preset="smol", lab_dir=folder)

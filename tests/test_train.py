@@ -272,12 +272,17 @@ def test_out_of_gpu_memory_names_a_micro_batch_that_fits():
 
 
 def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(monkeypatch):
-    """One process, no checkpointing, a fresh run: else compiled without graphs. A failure says: rerun."""
+    """One process, no checkpointing, not resuming where graphs already ran: else no graphs. A failure says: rerun."""
+    from pricer import speed
     from pricer.memory import BatchPlan
     from pricer.train import Setup, train_or_explain, graphs_are_safe
 
     plan = BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=8.7, budget_gb=14.2)
     setup = Setup("bf16", plan, grouped=False, compiled=True)
+    monkeypatch.setattr(speed, "_graphed", set())  # a new process (a new Colab runtime)
+    assert graphs_are_safe(setup, resuming=False)
+    assert graphs_are_safe(setup, resuming=True)
+    monkeypatch.setattr(speed, "_graphed", {"graphs"})  # this process graphed the run it now resumes
     assert graphs_are_safe(setup, resuming=False)
     assert not graphs_are_safe(setup, resuming=True)
     assert not graphs_are_safe(Setup("bf16", BatchPlan(8, 4, True, 5.0, 14.2)), resuming=False)
@@ -289,8 +294,29 @@ def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(mon
             raise RuntimeError("Error: accessing tensor output of CUDAGraphs that has been overwritten by a "
                                "subsequent run. Stack trace: ...")
 
-    with pytest.raises(PricerError, match="CUDA graphs failed.*Rerun the same command.*without CUDA graphs"):
+    with pytest.raises(PricerError, match="CUDA graphs failed.*Rerun the training cell in this runtime.*without CUDA graphs.*--plain"):
         train_or_explain(Trainer(), None, setup)
+
+
+def test_compiling_for_cuda_graphs_is_remembered_for_the_process(monkeypatch):
+    """What graphs_are_safe asks: layers compiled without graphs leave no mark, with graphs they do."""
+    import torch
+
+    from pricer import speed
+
+    monkeypatch.setattr(speed, "_graphed", set())
+    monkeypatch.setattr(speed, "compiler_works", lambda device: True)
+    modes = []
+    monkeypatch.setattr(speed, "compiled", lambda forward, mode, dynamic: modes.append(mode) or forward)
+
+    def model():
+        wrapper = torch.nn.Module()
+        wrapper.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+        return wrapper
+
+    assert speed.compile_layers(model(), graphs=False) and not speed.graphs_used()
+    assert speed.compile_layers(model(), graphs=True) and speed.graphs_used()
+    assert modes == [None, None, "reduce-overhead", "reduce-overhead"]
 
 
 def test_cli_trains_a_preset_with_overrides_and_a_chosen_micro_batch(tiny_model, short_prompts, tmp_path):
