@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from versions import cpu_name  # noqa: E402  (bench/, beside this script)
+
 
 def pin_cores(cores: int) -> int:
     """Run on `cores` CPUs (before numpy/torch start their thread pools); returns how many we got."""
@@ -38,15 +40,7 @@ def pin_cores(cores: int) -> int:
 
 def machine(cores: int) -> dict:
     """The machine in words and numbers, for the results file."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": model,
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
             "cores_used": cores, "cores_on_host": os.cpu_count(),
             "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 

@@ -4,7 +4,8 @@
     python bench/colab_t4.py --model /dev/shm/llama-3b --stage 1    # or in two calls: up to 4 killed after a checkpoint,
     python bench/colab_t4.py --model /dev/shm/llama-3b --stage 2    #   then 4 again (it resumes) and 5
     python bench/colab_t4.py --preset smol --stage all              # the five smol notebooks the same way
-    python bench/colab_t4.py --smoke                                # CPU, tiny preset: checks the script (~10 min)
+    python bench/colab_t4.py --smoke                                # CPU, tiny preset: checks the script (20+ min on
+                                                                    #   2 cores, the straight run sharing them)
 
 `--model` is a Llama-3.2-3B-shaped folder with random weights and the real Llama 3.2 tokenizer
 (speed, memory and tokenization of the real model, not its accuracy). The catalog is written at
@@ -90,18 +91,17 @@ def compare_adapters(a: Path, b: Path) -> dict:
 
 def compare_with_straight_run(drive: Path, work: Path) -> dict:
     """Notebook 4's adapter (killed, then resumed in a new runtime) against the uninterrupted `pricer train`."""
-    from pricer.files import read_json
+    from pricer.runs import RUN_FILE, read_record
 
     lab_prompts = drive / "pricer-lab" / "data" / "prompts"
     same_prompts = all((lab_prompts / f).read_bytes() == (work / "prompts" / f).read_bytes()
                        for f in ("train.jsonl", "val.jsonl"))
-    [resumed] = [p.parent for p in (drive / "pricer-lab" / "outputs").glob("*/pricer_run.json")]
-    [reference] = [p.parent for p in (work / "straight").glob("*/pricer_run.json")]
-    steps = {name: read_json(run / "pricer_run.json", "run record").get("steps")
-             for name, run in (("resumed", resumed), ("straight", reference))}
+    [resumed] = [p.parent for p in (drive / "pricer-lab" / "outputs").glob(f"*/{RUN_FILE}")]
+    [reference] = [p.parent for p in (work / "straight").glob(f"*/{RUN_FILE}")]
+    steps = {name: read_record(run).get("steps") for name, run in (("resumed", resumed), ("straight", reference))}
     closeness = compare_adapters(resumed, reference)
     return {"notebook_2_prompts_equal_the_straight_runs": same_prompts, "steps": steps,
-            "rows_trained": sum(1 for _ in (lab_prompts / "train.jsonl").open()),
+            "rows_trained": len((lab_prompts / "train.jsonl").read_text().splitlines()),
             "resumed_adapter_equal": closeness["equal"], "resumed_adapter": closeness}
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from versions import versions  # noqa: E402  (bench/, beside this script)
+from versions import cpu_name, versions  # noqa: E402  (bench/, beside this script)
 OUT = ROOT / "bench" / "results" / "tiny_lab.json"
 
 RUNS = ("phases", "calibrate", "grid", "eval-cost", "smoke", "rescore")  # the commands that train or evaluate (in a scratch folder)
@@ -51,9 +51,7 @@ SCORE_ITEMS = 100
 def machine() -> dict:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "nice": os.nice(0),
             "python": platform.python_version(), **versions()}
 

@@ -1,4 +1,7 @@
-"""The library versions a benchmark's figures were measured with (saved beside them)."""
+"""What a benchmark's figures were measured with (saved beside them): library versions, the CPU model."""
+
+import platform
+from pathlib import Path
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "bitsandbytes")
 
@@ -12,3 +15,14 @@ def versions() -> dict:
         except ImportError:
             found[name] = None
     return found
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it, else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -14,7 +14,7 @@ import functools
 from pricer.sources import resolve
 
 QUANTS = ("4bit", "8bit", None)
-T4_GB = 15.0  # a Colab T4's memory, as torch reports it (14.7 GiB usable): what PRICER_T4=1 rehearses
+T4_GB = 15.0  # what PRICER_T4=1 rehearses: a little under the 15.8 GB (14.74 GiB) torch reports on Colab's T4
 
 
 def resolve_model(name: str) -> str:

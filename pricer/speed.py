@@ -25,7 +25,7 @@ __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_la
            "score_completions_only"]
 
 _compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
-_graphed = set()  # "graphs" once layers were compiled for CUDA graphs here: their pools live as long as the process
+_graphed = False  # True once layers were compiled for CUDA graphs here: their pools live as long as the process
 
 
 def decoder_layers(model):
@@ -46,6 +46,7 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     `pricer.patches.torch.ACTIVATION_BUDGET` of the saved activations while our layers compile (see
     there). One compiled graph serves all layers (weights are its inputs); each batch shape compiles once.
     `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool."""
+    global _graphed
     if model in _compiled:
         return True
     if not compiler_works(next(model.parameters()).device):
@@ -53,7 +54,7 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     for layer in decoder_layers(model):  # the layer's own forward, compiled: hooks and checkpointing stay outside
         layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=False)
     if graphs:
-        _graphed.add("graphs")
+        _graphed = True
     if graphs and accumulating:
         _own_gradients(model)
     _compiled[model] = True
@@ -62,7 +63,7 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
 
 def graphs_used() -> bool:
     """Whether this process has compiled layers for CUDA graphs (an interrupted run's graphs are still here)."""
-    return bool(_graphed)
+    return _graphed
 
 
 def is_compiled(model) -> bool:

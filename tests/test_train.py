@@ -279,10 +279,10 @@ def test_cuda_graphs_only_where_proven_and_a_graph_failure_says_how_to_go_on(mon
 
     plan = BatchPlan(micro_batch=16, accumulation=2, checkpointing=False, peak_gb=8.7, budget_gb=14.2)
     setup = Setup("bf16", plan, grouped=False, compiled=True)
-    monkeypatch.setattr(speed, "_graphed", set())  # a new process (a new Colab runtime)
+    monkeypatch.setattr(speed, "_graphed", False)  # a new process (a new Colab runtime)
     assert graphs_are_safe(setup, resuming=False)
     assert graphs_are_safe(setup, resuming=True)
-    monkeypatch.setattr(speed, "_graphed", {"graphs"})  # this process graphed the run it now resumes
+    monkeypatch.setattr(speed, "_graphed", True)  # this process graphed the run it now resumes
     assert graphs_are_safe(setup, resuming=False)
     assert not graphs_are_safe(setup, resuming=True)
     assert not graphs_are_safe(Setup("bf16", BatchPlan(8, 4, True, 5.0, 14.2)), resuming=False)
@@ -304,7 +304,7 @@ def test_compiling_for_cuda_graphs_is_remembered_for_the_process(monkeypatch):
 
     from pricer import speed
 
-    monkeypatch.setattr(speed, "_graphed", set())
+    monkeypatch.setattr(speed, "_graphed", False)
     monkeypatch.setattr(speed, "compiler_works", lambda device: True)
     modes = []
     monkeypatch.setattr(speed, "compiled", lambda forward, mode, dynamic: modes.append(mode) or forward)
