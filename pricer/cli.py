@@ -183,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = [a for a in argv if a != "--debug"]  # what --gpus N relaunches on each process
     try:
         from pricer.env import load_secrets
+        from pricer.patches.bitsandbytes import without_hub_kernel
 
         load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
+        without_hub_kernel()  # before bitsandbytes loads: no Hub download, nor its warning (pricer.patches)
         if flag("PRICER_T4"):  # as in a notebook's kernel: 15 GB and fp16, before any model loads
             from pricer.session import rehearse_t4
 

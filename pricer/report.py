@@ -68,10 +68,20 @@ def _run_info(run_dir: Path) -> str:
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s:.0f} s</td></tr>" for n, s in state["done"].items())
     total = sum(state["done"].values())
     machine = f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}"
+    cpu_4bit = _cpu_4bit(run_dir / "outputs")
+    kernels = f"<p class=note>4-bit layers on this CPU: {html.escape(cpu_4bit)}.</p>" if cpu_4bit else ""
     return (f"<p>Preset <b>{html.escape(str(state.get('preset', '?')))}</b>, started "
-            f"{html.escape(str(state.get('started', '?')))}, on {html.escape(machine)}.</p>"
+            f"{html.escape(str(state.get('started', '?')))}, on {html.escape(machine)}.</p>{kernels}"
             f"<table><tr><th>notebook</th><th>wall time</th></tr>{rows}"
             f"<tr><th>total</th><th>{total / 60:.1f} min</th></tr></table>")
+
+
+def _cpu_4bit(outputs: Path) -> str | None:
+    """Which CPU 4-bit kernels the newest training run recorded (pricer.patches.bitsandbytes.cpu_4bit_path)."""
+    from pricer.runs import RUN_FILE, read_record
+
+    records = sorted(outputs.glob(f"**/{RUN_FILE}"), key=lambda p: p.stat().st_mtime)
+    return (read_record(records[-1].parent) or {}).get("cpu_4bit") if records else None
 
 
 def _table(df, columns: list[str], css: str = "ours") -> str:

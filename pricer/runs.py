@@ -23,6 +23,7 @@ from pathlib import Path
 from pricer import distributed
 from pricer.errors import DataError, PricerError, hub_errors
 from pricer.files import acquire_lock, read_json, write_json
+from pricer.patches.bitsandbytes import cpu_4bit_path
 from pricer.sources import embedded_model_dir
 
 RUN_FILE = "pricer_run.json"  # the identity a rerun matches on, the status, the applied setup and the losses
@@ -215,7 +216,7 @@ def _push_record(repo: str | None, run_dir: Path) -> None:
 
 def finish_run(run: Run, **fields) -> None:
     """Mark the run finished with its figures, locally and (with push) on the Hub."""
-    write_record(run.dir, status="finished", **fields)
+    write_record(run.dir, status="finished", cpu_4bit=cpu_4bit_path(), **fields)  # which CPU 4-bit kernels ran
     run.record = read_record(run.dir) or {}
     _push_record(run.push, run.dir)
 

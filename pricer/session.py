@@ -250,11 +250,13 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
           quiet: bool | None = None) -> Lab:
     """A notebook's setup: secrets loaded, the T4 rehearsal applied, the preset chosen and checked, and said."""
     from pricer.env import load_secrets
+    from pricer.patches.bitsandbytes import without_hub_kernel
     from pricer.progress import known_warnings_off
     from pricer.sources import resolve_preset
 
     load_secrets()  # HF_TOKEN etc. into the environment for the libraries that read it (values never printed)
     known_warnings_off()  # library deprecations a student can't act on (pricer.progress names each)
+    without_hub_kernel()  # before bitsandbytes loads: no Hub download, nor its warning (pricer.patches.bitsandbytes)
     if flag("PRICER_T4"):
         rehearse_t4()
     if quiet if quiet is not None else flag("PRICER_EXECUTED"):

@@ -9,13 +9,14 @@ them it turns itself off, says so once in one line (the patch, the version found
 instead), and the library's stock behaviour runs: still correct, only slower or hungrier. A patch
 is on or announced off, never silently skipped; `pricer.memory.plan_batches` reads `status()` so
 the preflight never counts on a patch that is off. Nothing here changes global state on import:
-each patch applies to pricer's own model, trainer or optimizer class, or for the length of a call.
+each patch applies to pricer's own model, trainer or optimizer class, or for the length of a call
+(bitsandbytes' Hub-kernel guard is installed by `pricer.session.start` and `pricer.cli.main`, the edges).
 These modules import only `pricer.errors` from pricer, so predictors (`pricer.predict`) and training
 (`pricer.speed`, `pricer.memory`) both build on them without importing upwards.
 
     trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log
     transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused
-    bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state
+    bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; no Hub kernel at import
     torch.py         compiler settings (recompile limit, activation budget) while our compiled code runs
 
 tests/test_patches.py holds a canary per patch: it fails when the upstream code a patch relies on
@@ -48,7 +49,8 @@ SFTTrainer's NLL path and FusedCausalLMOutput's fields
 (test_trl_plain_nll_path_is_the_one_lazy_metrics_replays),
 the RMSNorm / SwiGLU / attention code the fused kernels replace or rebind
 (test_transformers_fused_modules_are_llamas), bitsandbytes' CPU repacking that pricer.train guards
-against (test_bitsandbytes_cpu_repacking_is_what_train_guards_against).
+against (test_bitsandbytes_cpu_repacking_is_what_train_guards_against), bitsandbytes' CPU probe and
+Hub-kernel fetch at import (test_bitsandbytes_cpu_backend_probe_is_what_the_guard_expects).
 Gone: torch._dynamo (the public torch.compiler.config.recompile_limit instead, scoped like the budget);
 _commit_hash (transformers 5 no longer sets it, so the prediction fingerprint always read None: the
 revision now comes from huggingface_hub.resolve_revision); _name_or_path (the public name_or_path).
@@ -71,6 +73,7 @@ class PatchStatus:
     paged_waits_only: bool  # bitsandbytes: no GPU wait after updating an unpaged state
     compiler_settings: bool  # torch: recompile limit and activation budget for compiled layers
     cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
+    no_hub_kernel: bool  # bitsandbytes: no Hub download (nor its warning) at import on AVX512-BF16 CPUs
 
     @property
     def activation_budget(self) -> float:
@@ -86,7 +89,7 @@ def fences() -> list[Fence]:
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
             transformers.FUSED_KERNELS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
-            bitsandbytes.CPU_REPACKING]
+            bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL]
 
 
 def status() -> PatchStatus:

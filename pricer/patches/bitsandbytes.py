@@ -14,9 +14,23 @@ its weights (`quant_state.packing_format_for_cpu`) for a faster kernel, and LoRA
 gets zero gradients, silently. `keep_weights_packed_for_training` turns the repacking off on our
 model (`support_avx512bf16_for_cpu = False`) and `check_fresh` refuses a model already repacked.
 Off (another bitsandbytes): neither can be checked, so training says it can't vouch for the model.
+
+No Hub kernel unless asked: where the CPU has AVX512-BF16, importing bitsandbytes (peft, TRL and
+transformers' quantizer all do) runs `kernels.get_kernel("kernels-community/quantization-bitsandbytes")`,
+a download of native code from the Hub, and logs "Failed to load CPU gemm_4bit_forward from
+kernels-community: ..." when it can't (no `kernels` package, no network). `without_hub_kernel()`,
+called at the edges before bitsandbytes loads (`pricer.session.start`, `pricer.cli.main`), imports
+its CPU backend with `kernels` out of reach and that one line dropped: bitsandbytes then uses its own
+AVX512-BF16 kernel, which it ships. PRICER_HUB_KERNELS=1 lets it fetch the Hub kernel (stock
+behaviour, its warning included); bench/README.md says why that is off by default. `cpu_4bit_path()`
+says which path this process set up (the run record and the report carry it). Off: stock behaviour.
 """
 
 import functools
+import importlib.machinery
+import logging
+import os
+import sys
 
 from pricer.errors import PricerError
 
@@ -29,6 +43,15 @@ PAGED_WAITS_ONLY = Fence("bitsandbytes.paged_waits_only", "bitsandbytes", TESTED
 
 CPU_REPACKING = Fence("bitsandbytes.cpu_repacking_guard", "bitsandbytes", TESTED,
                       "a 4-bit model that ran inference on CPU is not detected (train from a freshly loaded one)")
+
+
+CPU_BACKEND = "bitsandbytes.backends.cpu.ops"  # where bitsandbytes probes the CPU and tries the Hub kernel
+HUB_KERNEL = "kernels-community/quantization-bitsandbytes"
+HUB_KERNEL_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"  # the start of its log line
+OPT_IN = "PRICER_HUB_KERNELS"  # =1: let bitsandbytes download its CPU kernel from the Hub (code, run natively)
+NO_HUB_KERNEL = Fence("bitsandbytes.no_hub_kernel", "bitsandbytes", TESTED,
+                      "on a CPU with AVX512-BF16, bitsandbytes tries to fetch a Hub kernel when imported "
+                      "and logs a warning when it can't")
 
 
 def paged_waits_only(optimizer_class):
@@ -85,3 +108,72 @@ def keep_weights_packed_for_training(model) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def hub_kernel_asked() -> bool:
+    """Whether the user asked for bitsandbytes' Hub kernel (PRICER_HUB_KERNELS=1): only then is code downloaded."""
+    return os.environ.get(OPT_IN, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def without_hub_kernel() -> None:
+    """Before bitsandbytes loads: its CPU backend uses its own kernels, fetches none from the Hub, says nothing."""
+    if not NO_HUB_KERNEL.on or CPU_BACKEND in sys.modules:
+        return  # another bitsandbytes (said), or loaded already: too late to change
+    if not any(isinstance(finder, _CPUBackendFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _CPUBackendFinder())
+
+
+class _CPUBackendFinder:
+    """Finds bitsandbytes' CPU backend as the path finder does, and has it run without the `kernels` package."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != CPU_BACKEND or hub_kernel_asked():
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return None  # not an ordinary install: the import goes on as it ships
+        run = spec.loader.exec_module
+        spec.loader.exec_module = lambda module: _without_kernels(run, module)
+        return spec
+
+
+def _without_kernels(exec_module, module) -> None:
+    """Run the backend with `from kernels import get_kernel` failing at once and its one warning dropped."""
+    absent = object()
+    found = sys.modules.get("kernels", absent)
+    sys.modules["kernels"] = None  # an ImportError before any download; put back right after
+    log = logging.getLogger(CPU_BACKEND)
+    log.addFilter(_not_the_hub_kernel_warning)
+    try:
+        exec_module(module)
+    finally:
+        log.removeFilter(_not_the_hub_kernel_warning)
+        if found is absent:
+            sys.modules.pop("kernels", None)
+        else:
+            sys.modules["kernels"] = found
+
+
+def _not_the_hub_kernel_warning(record) -> bool:
+    return not str(record.msg).startswith(HUB_KERNEL_WARNING)
+
+
+def cpu_4bit_path() -> str | None:
+    """Which kernels run 4-bit layers on CPU in this process, in words (None: bitsandbytes not loaded, or a GPU)."""
+    backend = sys.modules.get(CPU_BACKEND)
+    if backend is None or not NO_HUB_KERNEL.on:
+        return None
+    import torch  # loaded already, with bitsandbytes
+
+    if torch.cuda.is_available():
+        return None
+    if not hasattr(backend, "gemm_4bit_forward_kernel"):  # set only where bitsandbytes found AVX512-BF16
+        return "bitsandbytes dequantizes each 4-bit weight and multiplies with torch (no AVX512-BF16 on this CPU)"
+    if backend.gemm_4bit_forward_kernel is not None:
+        inference = f"the Hub kernel {HUB_KERNEL} (downloaded: {OPT_IN}=1)"
+    elif hub_kernel_asked():
+        inference = f"bitsandbytes' own AVX512-BF16 kernel ({OPT_IN}=1, but the Hub kernel did not load)"
+    else:
+        inference = f"bitsandbytes' own AVX512-BF16 kernel (the Hub kernel is fetched only with {OPT_IN}=1)"
+    return (f"inference: {inference}, in bf16; training: bitsandbytes dequantizes each 4-bit weight and multiplies "
+            "with torch (pricer keeps the repacking for that kernel off)")
