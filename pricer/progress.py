@@ -38,6 +38,9 @@ def known_warnings_off() -> None:
     # layers (pricer.speed.compile_layers). Running layer 2 while layer 1's outputs still wait for the backward
     # pass is that design, and torch warns once that it leaves its fast path; bench/README.md's speed-up has it.
     warnings.filterwarnings("ignore", message="Unable to hit fast path of CUDAGraphs")
+    # Not filtered here: bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with
+    # AVX512-BF16. It follows a Hub download tried at import; pricer.patches.bitsandbytes.without_hub_kernel
+    # (start() installs it next) keeps that download, and so the line, from happening.
 
 
 def executed() -> bool:

@@ -171,3 +171,28 @@ def test_the_hub_kernel_is_fetched_only_when_asked_and_then_as_bitsandbytes_ship
     else:
         assert "Failed to load CPU gemm_4bit_forward from kernels-community: the Hub can't be reached" in output
         assert "(PRICER_HUB_KERNELS=1, but the Hub kernel did not load)" in facts["path"]
+
+
+def test_the_run_record_and_the_report_say_which_cpu_path_ran(tmp_path):
+    """A finished training run records this process's CPU 4-bit path; the lab's report says it once."""
+    import html
+
+    import bitsandbytes  # noqa: F401  (loaded, as training loads it)
+
+    from pricer.evaluator import evaluate
+    from pricer.patches.bitsandbytes import cpu_4bit_path
+    from pricer.report import write_report
+    from pricer.runs import Run, finish_run, read_record, write_record
+
+    run_dir = tmp_path / "outputs" / "tiny-2026-12-03_10.00.00"
+    run_dir.mkdir(parents=True)
+    write_record(run_dir, identity={}, status="running")
+    finish_run(Run(run_dir, {}), steps=1)
+    expected = cpu_4bit_path()  # this CPU's answer; the forced branches' words are checked above
+    assert read_record(run_dir)["cpu_4bit"] == expected
+    evaluate(lambda row: 12.0, [{"prompt": f"p{i}", "completion": str(10 + i)} for i in range(3)],
+             results_dir=tmp_path / "results")
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert page.count("4-bit layers on this CPU") == (expected is not None)  # on a GPU: not a CPU matter
+    if expected:
+        assert f"4-bit layers on this CPU: {html.escape(expected)}." in page

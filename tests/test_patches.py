@@ -240,6 +240,48 @@ def test_bitsandbytes_cpu_repacking_is_what_train_guards_against():
     assert "quant_state.packing_format_for_cpu = True" in inspect.getsource(F._convert_weight_packed_for_cpu)
 
 
+def test_bitsandbytes_cpu_backend_probe_is_what_the_guard_expects():
+    """pricer.patches.bitsandbytes.without_hub_kernel: bitsandbytes' CPU backend probes the CPU at import and, with
+    AVX512-BF16, imports `kernels` and logs one warning when that fails; the guard makes the import fail, drops
+    that line, and cpu_4bit_path reads `gemm_4bit_forward_kernel`. A change to that block changes the digest."""
+    import hashlib
+
+    import bitsandbytes
+    import bitsandbytes.functional as F
+    from bitsandbytes.backends.cpu import ops
+
+    from pricer.patches.bitsandbytes import CPU_BACKEND, HUB_KERNEL, HUB_KERNEL_WARNING
+
+    source = inspect.getsource(ops)
+    block = source[source.index("    if has_avx512bf16():"):source.index('@register_kernel("bitsandbytes::gemv_4bit"')]
+    assert hashlib.sha256(block.encode()).hexdigest()[:12] == "218162bf3336", block
+    assert ops.__name__ == CPU_BACKEND and "logger = logging.getLogger(__name__)" in source
+    assert "from bitsandbytes.functional import get_ptr, has_avx512bf16" in source
+    assert "gemm_4bit_forward_kernel = None\n        try:\n            from kernels import get_kernel\n" in block
+    assert f'"{HUB_KERNEL}", version=1' in block and f'"{HUB_KERNEL_WARNING}: %s.' in block
+    assert "from .backends.cpu import ops as cpu_ops" in inspect.getsource(bitsandbytes)  # loaded with the package
+    assert "lib.has_avx512bf16_cpu()" in inspect.getsource(F.has_avx512bf16)
+
+
+def test_bitsandbytes_hub_kernel_guard_waits_for_the_import_and_is_off_outside_its_versions(versions, monkeypatch,
+                                                                                          capsys):
+    from pricer.patches import bitsandbytes as ours
+
+    def finders():
+        return [f for f in sys.meta_path if isinstance(f, ours._CPUBackendFinder)]
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, ours.CPU_BACKEND, raising=False)  # as before bitsandbytes is imported
+    versions("9.9.9")
+    ours.without_hub_kernel()
+    assert finders() == [] and "pricer: patch bitsandbytes.no_hub_kernel is off: " in capsys.readouterr().err
+    versions("0.50.2")
+    ours.without_hub_kernel()
+    ours.without_hub_kernel()
+    assert len(finders()) == 1 and sys.meta_path[0] is finders()[0]  # once, ahead of the path finder
+    assert finders()[0].find_spec("bitsandbytes.functional") is None  # only the CPU backend is its business
+
+
 # ----- torch -----
 
 def test_torch_activation_budget_is_read_at_compile():
