@@ -2,6 +2,10 @@
 
 import pytest
 
+from pricer.patches.bitsandbytes import without_hub_kernel
+
+without_hub_kernel()  # as in the notebooks and the CLI: on an AVX512-BF16 CPU no Hub kernel is fetched in tests either
+
 
 @pytest.fixture(scope="session")
 def tokenizer():

@@ -111,14 +111,16 @@ def kernel_lines(output: str) -> list[str]:
 def cells(notebook: Path, *marks: str) -> list[str]:
     """The source of the first code cell containing each mark, in the notebook's order."""
     sources = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
-    return [next(s for s in sources if mark in s) for mark in marks]
+    found = [next((s for s in sources if mark in s), None) for mark in marks]
+    assert None not in found, f"{notebook.name} has no code cell with {marks[found.index(None)]!r}: update the test"
+    return found
 
 
 def test_a_cpu_with_avx512_bf16_loads_and_runs_the_lab_model_without_a_word_about_kernels(tmp_path):
     """Notebook 3 as the lab runs it, up to its base-model cell (the tiny preset's 4-bit model, one answer):
     nothing about kernels is printed and nothing is downloaded, and the AVX512-BF16 path did run."""
-    parameters, start, rows, predict, model = cells(NOTEBOOK_3, "PRESET = ", "lab = start(", "load_prompts(lab.prompts)",
-                                                    "def model_predict(", "base_model = load_model(")
+    marks = ("PRESET = ", "lab = start(", "load_prompts(lab.prompts)", "def model_predict(", "base_model = load_model(")
+    parameters, start, rows, predict, model = cells(NOTEBOOK_3, *marks)
     injected = f"PRESET, SETTINGS, LAB_DIR = 'tiny', {{}}, {str(tmp_path / 'lab')!r}  # as pricer.lab.inject does"
     notebook = "\n\n".join([parameters, injected, start, rows, predict, model])
     code = (f"{notebook}\n\nfrom pricer.patches.bitsandbytes import cpu_4bit_path\n"
