@@ -49,8 +49,10 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
 
 
 def write_json(path: str | Path, value) -> Path:
-    """`value` as indented JSON, atomically."""
-    return atomic_write(path, json.dumps(value, indent=1, default=str, ensure_ascii=False) + "\n")
+    """`value` as indented JSON, atomically, redacted (a key typed into a setting is never saved)."""
+    from pricer.env import redact
+
+    return atomic_write(path, redact(json.dumps(value, indent=1, default=str, ensure_ascii=False)) + "\n")
 
 
 def write_jsonl(path: str | Path, rows) -> Path:
