@@ -6,7 +6,8 @@
     print(redact(text))              # every form of every secret in `text` becomes <NAME>
     with redacted_output(): ...      # everything this process prints goes through redact (the CLI)
 
-Values already in the environment win over `.env`, which wins over Colab's userdata. A value is
+Values already in the environment win over `.env` (the nearest one from the working folder up),
+which wins over Colab's userdata. A value is
 stripped of surrounding whitespace wherever it is read: a key pasted into `.env` or Colab often
 ends in a line break, which an HTTP header refuses and `repr()` shows as `\\n`. A `.env` that is
 not UTF-8 text, or has a line its parser can't read (an unterminated quote), is refused naming
@@ -81,7 +82,7 @@ def _dotenv_file(dotenv_path: str | None) -> str:
     from dotenv import find_dotenv
 
     path = dotenv_path or DOTENV
-    return str(path) if path else find_dotenv()
+    return str(path) if path else find_dotenv(usecwd=True)  # from where the user runs, not where pricer is installed
 
 
 def _dotenv(dotenv_path: str | None = None) -> dict:

@@ -197,8 +197,8 @@ def check_file(path: str | Path, what: str) -> Path:
             raise DataError(f"{path}: the {what} is not a regular file (a pipe or device): give a file")
         with path.open("rb") as f:
             f.read(1)
-    except OSError as e:
-        raise DataError(f"the {what} {os_problem(e, path)}") from None
+    except OSError as e:  # named as asked for: the link, not the file it loops through
+        raise DataError(f"the {what} {os_problem(OSError(e.errno, e.strerror, str(path)))}") from None
     return path
 
 
