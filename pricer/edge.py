@@ -39,7 +39,7 @@ def explain(error: BaseException) -> str | None:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted: rerun the same command to go on (training resumes from its last checkpoint)"
     if isinstance(error, OSError):
-        return os_problem(error)
+        return os_problem(error, None if error.filename else _file_in(error))
     if isinstance(error, MemoryError):
         return ("out of memory (RAM): use fewer rows (--set train_rows=...), a smaller --micro-batch, or a machine "
                 "with more memory")

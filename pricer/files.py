@@ -43,6 +43,10 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
         else:
             tmp.write_text(data, encoding="utf-8")
         tmp.replace(path)
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None  # a failed write() names no file: this one
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -174,8 +178,8 @@ def check_folder(path: str | Path, setting: str, need: float = 0) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"pricer")
-    except OSError as e:
-        raise ResourceError(f"{setting} {os_problem(e, path)}") from None
+    except OSError as e:  # named as the setting gave it, not the probe inside it
+        raise ResourceError(f"{setting} {os_problem(OSError(e.errno, e.strerror, str(path)))}") from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
