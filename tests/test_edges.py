@@ -273,3 +273,12 @@ def test_a_rehearsal_clears_only_the_runtimes_it_made_and_fails_loudly(tmp_path)
     report = {"notebooks": {"1_quantization_tour": {"failed": None, "error_cells": 2}}}
     assert rehearsal.failures(report) == ["1_quantization_tour: 2 error cell(s)"]
     assert "did not say it resumed" in rehearsal.failures({"notebooks": {}}, kill=True)[0]
+
+
+def test_a_notebooks_setup_names_a_lab_folder_it_cant_use(tmp_path):
+    from pricer.session import start
+
+    (tmp_path / "lab").write_text("")
+    with pytest.raises(PricerError, match=r"LAB_DIR .*lab is a file, not a folder") as info:
+        start(notebook=1, lab_dir=tmp_path / "lab", quiet=False)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
