@@ -281,4 +281,4 @@ def test_a_notebooks_setup_names_a_lab_folder_it_cant_use(tmp_path):
     (tmp_path / "lab").write_text("")
     with pytest.raises(PricerError, match=r"LAB_DIR .*lab is a file, not a folder") as info:
         start(notebook=1, lab_dir=tmp_path / "lab", quiet=False)
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None and info.value.__context__ is None  # no chain of library tracebacks
