@@ -112,9 +112,9 @@ def test_a_real_full_or_read_only_disk_is_named(tmp_path, options, words):
 def test_torchs_own_error_on_a_full_disk_says_disk_full(tmp_path):
     """A real torch.save onto a full tmpfs: its 'inline_container.cc ... unexpected pos' becomes 'disk is full'."""
     (tmp_path / "mnt").mkdir()
-    code = ("import torch, pricer.cli as c, pricer.train as t\n"
+    code = ("import torch, pricer.cli as c, pricer.checks as checks, pricer.train as t\n"
             "def train(*a, **k): torch.save({'w': torch.zeros(200000)}, a[1] + '/checkpoint.pt')\n"
-            "t.train = train\nc._check_rows_and_room = lambda *a: None\n"
+            "t.train = train\nchecks.rows_and_room = lambda *a: None  # room is checked up front: fill it later\n"
             f"c.main(['train', '--output-dir', '{tmp_path}/mnt'])")
     (tmp_path / "save.py").write_text(code)
     done = shell(f"unshare -rm sh -c 'mount -t tmpfs -o size=256k tmpfs {tmp_path}/mnt && exec {sys.executable} "
