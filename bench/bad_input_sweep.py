@@ -1,26 +1,40 @@
-"""Feed malformed rows, bad settings, damaged files and odd outputs through the public API and the CLI.
+"""Feed malformed rows, bad settings, damaged files, broken resources and secrets through the API and the CLI.
 
-    python bench/bad_input_sweep.py        # writes bench/results/bad_input_sweep.json (~1-2 min on 2 cores)
+    python bench/bad_input_sweep.py        # writes bench/results/bad_input_sweep.json (~2 min on 2 cores)
 
-Each case ends one of four ways: "handled" (a sensible result, e.g. an unparsed answer counted,
-a damaged checkpoint passed over for the good one before it), "clear error" (a DataError /
-ValueError / PricerError that names what it must: the setting, file or value), "vague error"
-(such an error that doesn't), or "crash" (anything else: a TypeError deep in a library, a
-traceback from the CLI, a secret in the output, a silent wrong result). The goal: zero crashes
-and zero vague errors.
+Each case ends one of four ways. "handled": a correct result (an unparsed answer counted, a
+damaged checkpoint passed over for the good one before it, a secret hidden in every form).
+"refused": a named refusal, that is a PricerError (DataError, SettingError, ResourceError) or
+a `raise` of pricer's own check, naming what it must (the setting, file or resource); through
+the CLI, exit code 2 with one or two lines and no traceback. "vague": such a refusal that
+doesn't name it. "crash": anything else: a library's exception, a traceback, a bug report
+from the CLI, a secret in the output, a file of the user's deleted, a silent wrong result.
+Cases are grouped in classes (rows, settings, resources, files that are not files, full and
+read-only disks, destructive flags, secrets, records of the wrong shape, ...); the counts are
+saved by class and by API. The goal: zero crashes and zero vague errors.
 """
 
+import base64
+import contextlib
+import errno
+import io
 import json
 import math
 import os
-import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pricer.errors import PricerError
 from pricer.evaluator import Result, Tester, evaluate
@@ -36,18 +50,22 @@ ODD_OUTPUTS = ["", "   ", "N/A", "no idea", "$1,234.50", "349.99 what is", "-5",
                float("nan"), float("inf"), -1.0, 0.0, 1e12, 12, "🙂 42", "forty-two", "[349]"]
 
 
-OUTCOMES = ("handled", "clear error", "vague error", "crash")
+OUTCOMES = ("handled", "refused", "vague", "crash")
 
 
 def outcome(case) -> str:
-    """Run one case and classify it; a case is a function, or (function, words its error must name)."""
+    """Run one case and classify it; a case is a function, or (function, words its refusal must name)."""
+    from pricer.edge import _raised_by_pricer
+
     fn, names = case if isinstance(case, tuple) else (case, ())
     try:
-        fn()
-        return "handled"
-    except (DataError, ValueError, PricerError) as e:
+        result = fn()  # a CLI case returns "refused" for a named refusal, "vague: ..." for one that names too little
+        return result if isinstance(result, str) and result.startswith(("refused", "vague")) else "handled"
+    except (PricerError, ValueError) as e:
+        if not isinstance(e, PricerError) and not _raised_by_pricer(e):
+            return f"crash: {type(e).__name__} from a library: {e}"[:200]  # a library's check is no named refusal
         text = str(e)
-        return "clear error" if text.strip() and all(n in text for n in names) else "vague error"
+        return "refused" if text.strip() and all(n in text for n in names) else f"vague: {text[:150]}"
     except Exception as e:  # anything else is a crash: the point of the sweep
         return f"crash: {type(e).__name__}: {e}"[:200]
 
@@ -225,34 +243,391 @@ def command_line(tmp: Path):
              ["evaluate", "--output-dir", str(tmp / "empty")], ["lab", "--set", "lora_r=0"],
              ["train", "--preset", "huge"]]
     for args in cases:
-        yield ("python -m pricer (bad input)", lambda args=args: _cli(args))
+        yield ("python -m pricer (bad input, own process)", lambda args=args: _cli(args))
 
 
 def _cli(args: list[str]) -> None:
     env = {**os.environ, "PRICER_OFFLINE": "1", "PRICER_DEBUG": ""}
     done = subprocess.run([sys.executable, "-m", "pricer", *args], capture_output=True, text=True, env=env,
                           timeout=300)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    if done.returncode != 2 or "Traceback" in done.stderr or not 1 <= len(lines) <= 3:
-        raise RuntimeError(f"exit {done.returncode}, {len(lines)} lines: {done.stderr[-300:]!r}")
+    return _judge(done.returncode, done.stderr, ())
 
 
-def secrets():
-    """A secret in every form output can hold it: redacted in each, even cut short or escaped."""
+def _judge(code: int, err: str, names) -> None:
+    """A named refusal through the CLI: exit 2, one or two lines, no traceback, naming `names`."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if code != 2 or "Traceback" in err or not 1 <= len(lines) <= 2:
+        raise RuntimeError(f"exit {code}, {len(lines)} lines: {err[-300:]!r}")
+    missing = [n for n in names if n not in err]
+    return f"vague: does not name {missing}: {err[:150]!r}" if missing else "refused"
+
+
+@contextlib.contextmanager
+def environment(**values):
+    """Environment variables set (None: unset) for a block, restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def run_cli(args: list[str], module: str = "pricer.cli", **env) -> tuple[int, str, str]:
+    """`python -m pricer ARGS` in this process (fast: imports once): exit code, stdout, stderr."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    with environment(**{"PRICER_OFFLINE": "1", "PRICER_DEBUG": None, **env}), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused(args, *names, module="pricer.cli", **env):
+    """A case: the CLI refuses `args` by name (exit 2, the names in its message)."""
+    def case():
+        code, _, err = run_cli(args, module, **env)
+        return _judge(code, err, names)
+    return case
+
+
+def resources(tmp: Path):
+    """Output folders that are files or too long, PRICER_HOME a file, GPUs that aren't there, a bad or offline
+    --push, a micro-batch that doesn't divide the batch, adapters that aren't there or are incomplete."""
+    file = tmp / "a-file"
+    file.write_text("mine")
+    long = str(tmp / ("x" * 300))
+    no_config = tmp / "adapter-without-config"
+    no_config.mkdir()
+    (no_config / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    cut = tmp / "adapter-cut"
+    cut.mkdir()
+    (cut / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "x"}))
+    (cut / "adapter_model.safetensors").write_bytes((100).to_bytes(8, "little") + b"{")
+    cases = [(["train", "--output-dir", str(file)], "--output-dir", "a-file"),
+             (["data", "--out", str(file)], "--out", "a-file"),
+             (["lab", "--runs-dir", str(file)], "--runs-dir", "a-file"),
+             (["data", "--out", str(file / "sub")], "--out", "a-file"),
+             (["train", "--output-dir", long], "--output-dir", "too long"),
+             (["data", "--out", long], "--out", "too long"),
+             (["train", "--gpus", "3"], "--gpus 3"),
+             (["evaluate", "--gpus", "2"], "--gpus 2"),
+             (["train", "--push", "bad name!!"], "--push", "bad name!!"),
+             (["train", "--push", "me/repo"], "--push", "PRICER_OFFLINE"),
+             (["train", "--micro-batch", "3"], "--micro-batch 3", "batch_size=8"),
+             (["evaluate", "--base", "--adapter", "/no/such"], "--base", "--adapter"),
+             (["evaluate", "--adapter", "/no/such"], "--adapter", "/no/such"),
+             (["evaluate", "--adapter", str(no_config)], "--adapter", "adapter_config.json"),
+             (["evaluate", "--adapter", str(cut)], "--adapter", "adapter_model.safetensors"),
+             (["evaluate", "--revision", "main"], "--revision"),
+             (["human-template", "--out", str(tmp / "h.csv"), "--size", "100000"], "--size", "test items"),
+             (["human-template", "--out", str(tmp)], "--out", "folder")]
+    for args, *names in cases:
+        yield ("resources: python -m pricer", (refused(args, *names), ()))
+    yield ("resources: PRICER_HOME", (refused(["data", "--out", str(tmp / "d")], "PRICER_HOME", "a-file",
+                                              PRICER_HOME=str(file)), ()))
+    yield ("resources: PRICER_HOME", (refused(["data", "--out", str(tmp / "d")], "PRICER_HOME",
+                                              PRICER_HOME=str(file / "home")), ()))
+
+    def kept():
+        assert file.read_text() == "mine", "a file of the user's was changed"
+    yield ("resources: the user's file kept", kept)
+
+
+def not_files(tmp: Path):
+    """A data file that is a folder, a symbolic-link loop or a pipe; .env files in other encodings or broken."""
+    from pricer.env import load_secrets
+    from pricer.files import read_jsonl
+    from pricer.human import load_human_guesses
+
+    row = json.dumps({"prompt": "What?\n\nTitle: a\n\nPrice is $", "completion": "12.00"})
+    for kind in ("folder", "loop", "fifo", "unreadable"):
+        folder = tmp / f"prompts-{kind}"
+        folder.mkdir()
+        for split in ("train", "val"):
+            (folder / f"{split}.jsonl").write_text(row + "\n")
+        test = folder / "test.jsonl"
+        if kind == "folder":
+            test.mkdir()
+        elif kind == "loop":
+            test.symlink_to(folder / "loop.link")
+            (folder / "loop.link").symlink_to(test)
+        elif kind == "fifo":
+            os.mkfifo(test)
+        else:
+            test.write_bytes(b"\xff\xfe" + row.encode("utf-16-le"))
+        yield ("not files: load_prompts", (lambda folder=folder: load_prompts(str(folder)), ("test.jsonl",)))
+        yield ("not files: python -m pricer evaluate", (refused(["evaluate", "--base", "--set",
+                                                                 f"prompts={folder}"], "test.jsonl"), ()))
+    yield ("not files: read_jsonl", (lambda: read_jsonl(tmp), (str(tmp),)))
+    yield ("not files: load_human_guesses", (lambda: load_human_guesses(tmp), (str(tmp),)))
+    for name, data in (("cp1252", "HF_TOKEN=caf\xe9-token-value\n".encode("cp1252")),
+                       ("utf-16", "HF_TOKEN=hf_token_value_123\n".encode("utf-16")),
+                       ("quote", b'HF_TOKEN="hf_token_value_123\nOTHER=1\n'), ("folder", None)):
+        path = tmp / f"env-{name}"
+        if data is None:
+            path.mkdir()
+            path = path / ".env"
+            path.mkdir()
+        else:
+            path.write_bytes(data)
+
+        def read(path=path):
+            import pricer.env as env
+
+            saved, env.DOTENV = env.DOTENV, path
+            env._dotenv_values.cache_clear()
+            try:
+                load_secrets()
+            finally:
+                env.DOTENV = saved
+        yield ("not files: .env", (read, (str(path),)) if name != "folder" else read)
+
+
+def full_and_read_only(tmp: Path):
+    """A disk that fills up mid-write (a real small tmpfs where mounting is allowed, else simulated), a read-only
+    folder, and torch's own words for a full disk while it saves a checkpoint."""
+    import pathlib
+
+    from pricer import train
+
+    def raising(number, write):
+        def fail(self, *args, **kwargs):
+            if "sweep-out" not in str(self):
+                return write(self, *args, **kwargs)  # PRICER_HOME and the rest: as they are
+            raise OSError(number, os.strerror(number), str(self))
+        return fail
+
+    for number, words in ((errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission"),
+                          (errno.EDQUOT, "quota")):
+        def case(number=number, words=words):
+            saved = pathlib.Path.write_bytes, pathlib.Path.write_text
+            pathlib.Path.write_bytes, pathlib.Path.write_text = (raising(number, w) for w in saved)
+            try:
+                return refused(["data", "--out", str(tmp / f"sweep-out-{number}")], "--out", "sweep-out", words)()
+            finally:
+                pathlib.Path.write_bytes, pathlib.Path.write_text = saved
+        yield ("full and read-only disks: simulated", case)
+
+    def torch_disk_full():
+        saved = train.train
+
+        def full(*args, **kwargs):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8613376 vs 8613264")
+        train.train = full
+        try:
+            return refused(["train", "--output-dir", str(tmp / "outputs")], "disk is full")()
+        finally:
+            train.train = saved
+    yield ("full and read-only disks: torch checkpoint save", torch_disk_full)
+    if shutil.which("unshare") and _can_mount():
+        for options, words in (("size=64k", "disk is full"), ("ro,size=64k", "read-only")):
+            script = (f"mount -t tmpfs -o {options} tmpfs {tmp / 'mnt'} && exec {sys.executable} -m pricer data "
+                      f"--out {tmp / 'mnt' / 'catalog'}")
+
+            def mounted(script=script, words=words):
+                (tmp / "mnt").mkdir(exist_ok=True)
+                done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                                      env={**os.environ, "PRICER_OFFLINE": "1"}, timeout=300)
+                return _judge(done.returncode, done.stderr, ["--out" if "ro" in words else "catalog", words])
+            yield ("full and read-only disks: a real tmpfs", mounted)
+
+
+def _can_mount() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def destructive_flags(tmp: Path):
+    """The rehearsal's folders: overlapping, holding the user's files, or a bad preset: refused, nothing deleted."""
+    drive = tmp / "drive"
+    checkpoint = drive / "pricer-lab" / "outputs" / "checkpoint-2" / "adapter_model.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_text("weights")
+    mine = tmp / "my-runtimes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    cases = [(["--drive", str(drive), "--runtimes", str(drive)], "overlap"),
+             (["--drive", str(drive), "--runtimes", str(drive / "rt")], "overlap"),
+             (["--drive", str(mine / "d"), "--runtimes", str(mine)], "overlap"),
+             (["--drive", str(tmp / "d2"), "--runtimes", str(mine)], "did not make"),
+             (["--preset", "huge", "--drive", str(tmp / "d3"), "--runtimes", str(mine)], "huge")]
+    for args, *names in cases:
+        yield ("destructive flags: python -m pricer.rehearsal",
+               (refused(args, *names, module="pricer.rehearsal"), ()))
+
+    def kept():
+        assert checkpoint.read_text() == "weights" and (mine / "notes.txt").read_text() == "mine", "data lost"
+    yield ("destructive flags: the user's files kept", kept)
+
+
+KEY = "sk-proj-" + "Q7wErT9yUi2oPa5sDf" * 4
+
+
+class Echo(BaseHTTPRequestHandler):
+    """An API that echoes the credential it was sent, in the form given by the path, in its body and headers."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        form = ECHOES[self.path.strip("/").split("/")[0]](key)
+        status = int(self.path.strip("/").split("/")[1])
+        body = json.dumps({"error": {"type": "invalid_request_error", "message": f"Incorrect API key: {form}",
+                                     "param": form}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Echo", form[:200].encode("ascii", "replace").decode())
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ECHOES = {"tail": lambda k: k[5:], "head": lambda k: k[:-7], "middle": lambda k: k[9:25],
+          "base64": lambda k: base64.b64encode(k.encode()).decode(),
+          "basic": lambda k: base64.b64encode(f"user:{k}".encode()).decode(),
+          "basic-urlsafe": lambda k: base64.urlsafe_b64encode(f"api:{k}".encode()).decode(),
+          "upper": lambda k: k.upper(), "spaced": lambda k: " ".join(k), "hex": lambda k: k.encode().hex(),
+          "json": lambda k: json.dumps({"k": k}).replace("/", "\\/"), "lower": lambda k: k.lower()}
+
+
+def leaked(text: str, key: str = KEY) -> str | None:
+    """Which form of the key is in the text, if any (a piece of 8+ characters of it, in any of the echoed forms)."""
+    squeezed = "".join(text.split()).lower()
+    for name, form in ECHOES.items():
+        coded = "".join(form(key).split()).lower()
+        pieces = [coded[i:i + 12] for i in range(0, len(coded) - 12, 3)]
+        if name.startswith("basic") or name == "base64":
+            pieces = pieces[2:-2]  # the ends of a base64 text mix in the bytes around the key
+        if any(p in squeezed for p in pieces):
+            return name
+    return None
+
+
+def secrets(tmp: Path):
+    """A secret in every form output can hold it: redacted in each; an API echoing the key in any encoding;
+    a setting holding the key under PRICER_DEBUG=1; a bug's saved traceback; files pricer writes."""
     from urllib.parse import quote
 
     from pricer.env import redact
+    from pricer.files import write_json
+    from pricer.frontier import FrontierPredictor
 
-    key = "sk-proj-" + "AbC123xYz" * 8
-    forms = {"verbatim": key, "repr with newline": repr(key + "\n"), "json": json.dumps({"k": key}),
-             "url": quote(key, safe=""), "cut at 80 in an error": f"{RuntimeError('Bearer ' + key)!r:.80}",
-             "ansi coloured": f"\x1b[31m{key[:20]}\x1b[0m{key[20:]}"}
-    os.environ["OPENAI_API_KEY"] = key
-    for name, text in forms.items():
+    os.environ["OPENAI_API_KEY"] = KEY
+    texts = {"verbatim": KEY, "repr with newline": repr(KEY + "\n"), "json": json.dumps({"k": KEY}),
+             "url": quote(KEY, safe=""), "cut at 80 in an error": f"{RuntimeError('Bearer ' + KEY)!r:.80}",
+             "ansi coloured": f"\x1b[31m{KEY[:20]}\x1b[0m{KEY[20:]}", **{k: f(KEY) for k, f in ECHOES.items()}}
+    for name, text in texts.items():
         def check(text=text):
-            shown = redact(text)
-            assert not any(key[i:i + 12] in shown for i in range(len(key) - 12)), f"a piece of the key: {shown!r}"
-        yield (f"redact ({name})", check)
+            form = leaked(redact(f"error: {text} (end)"))
+            assert form is None, f"the key, {form}, in {redact(text)!r:.100}"
+        yield (f"secrets: redact ({name})", check)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for form in ECHOES:
+        for status in (400, 401, 500):
+            def ask(form=form, status=status):
+                predictor = FrontierPredictor("gpt-x", f"http://127.0.0.1:{server.server_port}/{form}/{status}",
+                                              "OPENAI_API_KEY")
+                import pricer.frontier as frontier
+
+                retries, frontier.RETRIES = frontier.RETRIES, 0
+                try:
+                    predictor({"prompt": "Title: a\n", "completion": "1.00"})
+                except PricerError as e:
+                    assert str(status) in str(e) and leaked(str(e)) is None, f"leaked: {e}"
+                    return
+                finally:
+                    frontier.RETRIES = retries
+                raise AssertionError("an API error was not raised")
+            yield ("secrets: an API echoing the key", ask)
+
+    def debug_setting():
+        code, out, err = run_cli(["train", "--set", f"prompts=./{KEY}"], PRICER_DEBUG="1")
+        assert code == 2 and leaked(out + err) is None and "<OPENAI_API_KEY>" in err, (code, err[-300:])
+    yield ("secrets: PRICER_DEBUG=1 and a setting holding the key", debug_setting)
+
+    def bug_traceback():
+        from pricer.edge import report
+
+        try:
+            raise KeyError(f"user:{KEY}".encode().hex())
+        except KeyError as e:
+            shown = io.StringIO()
+            assert report(e, debug=True, out=shown) == 1
+        saved = shown.getvalue().split("saved in ")[1].split(". Please")[0]
+        assert leaked(shown.getvalue()) is None and leaked(Path(saved).read_text()) is None
+        Path(saved).unlink()
+    yield ("secrets: a bug's traceback, shown and saved", bug_traceback)
+
+    def saved_json():
+        path = write_json(tmp / "lab.json", {"settings": {"prompts": base64.b64encode(f"u:{KEY}".encode()).decode()}})
+        assert leaked(path.read_text()) is None
+    yield ("secrets: a JSON file pricer writes", saved_json)
+
+
+def records(tmp: Path):
+    """Run records of the wrong shape and a finished run whose adapter is incomplete: passed over by name."""
+    from pricer import runs
+    from pricer.config import get_preset
+
+    out = tmp / "shapes"
+    shapes = [{"identity": {}}, {"identity": {"preset": {}}}, {"identity": {"preset": {"name": "tiny"}}},
+              {"identity": {"preset": {"name": "tiny", "base_model": "embedded"}, "data": 3}},
+              {"identity": {"preset": {"name": "tiny", "base_model": "embedded"}, "data": "ab"}, "status": "done"},
+              {"identity": {"preset": {"name": "tiny", "base_model": "embedded"}, "data": "ab"}, "losses": "low"}]
+    for i, record in enumerate(shapes):
+        folder = out / f"tiny-2026-01-0{i + 1}_00.00.00"
+        folder.mkdir(parents=True)
+        (folder / runs.RUN_FILE).write_text(json.dumps({**record, "status": record.get("status", "finished")}))
+        yield ("records: runs.read_record (wrong shape)", lambda folder=folder: _check_none(runs.read_record(folder)))
+    for i, missing in enumerate(("adapter_config.json", "adapter_model.safetensors")):
+        folder = out / f"tiny-2026-02-0{i + 1}_00.00.00"
+        folder.mkdir(parents=True)
+        ident = {"preset": {"name": "tiny", "base_model": "embedded"}, "max_steps": None, "data": "ab"}
+        (folder / runs.RUN_FILE).write_text(json.dumps({"identity": ident, "status": "finished"}))
+        if missing != "adapter_config.json":
+            (folder / "adapter_config.json").write_text(json.dumps({"r": 8}))
+
+    def none_finished():
+        assert runs.latest_adapter(out, "tiny") is None, "a run without a loadable adapter was chosen"
+    yield ("records: latest_adapter", none_finished)
+    yield ("records: python -m pricer evaluate", (refused(["evaluate", "--output-dir", str(out)], "no finished"), ()))
+
+    def same_settings_resume():
+        from pricer.lab import _run_dir
+
+        runs_dir = tmp / "labs-resume"
+        settings = json.loads(json.dumps({"target_modules": get_preset("tiny", target_modules=("q_proj",
+                                                                                                "v_proj")).target_modules}))
+        first = _run_dir(runs_dir, "tiny", settings, fresh=False)
+        assert _run_dir(runs_dir, "tiny", settings, fresh=False) == first, "a rerun started a new folder"
+    yield ("records: lab --set target_modules resumes", same_settings_resume)
+
+
+def finite_settings():
+    """Infinite, NaN and overflowing numbers, and settings that bound each other: refused by name."""
+    from pricer.config import get_preset, parse_settings
+
+    for pair in ("weight_decay=inf", "lora_alpha=1e400", "epochs=nan", "learning_rate=-inf", "max_grad_norm=inf",
+                 "lora_dropout=nan", "warmup_fraction=nan", "batch_size=100000000", "weight_decay=5"):
+        yield ("settings: finite and related", (lambda pair=pair: get_preset("tiny", **parse_settings([pair])),
+                                                (pair.partition("=")[0],)))
+    yield ("settings: finite and related", (lambda: get_preset("tiny", lora_alpha=float("inf")), ("lora_alpha",)))
+    yield ("settings: python -m pricer train", (refused(["train", "--set", "batch_size=100000000"], "batch_size"),
+                                                ()))
 
 
 def locks(tmp: Path):
@@ -272,40 +647,70 @@ def locks(tmp: Path):
     yield ("a second process on a held folder", second)
 
 
-def sweep() -> tuple[int, dict, list]:
-    """(number of cases, outcome counts per API, crash and vague-error descriptions)."""
+CLASSES = {"Item.from_row": "rows", "check_prompt_row": "rows", "Tester": "model outputs", "Result.load": "files",
+           "load_human_guesses": "files", "load_prompts": "files", "settings": "settings", "sources": "names",
+           "runs.": "damaged files", "lab record": "damaged files", "lab settings": "damaged files",
+           "python -m pricer (bad": "command line", "a second process": "locks", "resources": "resources",
+           "not files": "files that are not files", "full and read-only": "full and read-only disks",
+           "destructive": "destructive flags", "secrets": "secrets", "records": "records of the wrong shape"}
+
+
+def class_of(api: str) -> str:
+    """The class a case's API belongs to (its table row in the results)."""
+    return next((c for prefix, c in sorted(CLASSES.items(), key=lambda kv: -len(kv[0])) if api.startswith(prefix)),
+                "other")
+
+
+def sweep() -> tuple[int, dict, list, dict]:
+    """(number of cases, outcome counts per API, crash and vague descriptions, outcome counts per class)."""
     rng = random.Random(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, environment(OPENAI_API_KEY=None, PRICER_OFFLINE=None):
         tmp = Path(tmp)
+        (tmp / "work").mkdir()
         cases = [*item_rows(rng), *prompt_rows(rng), *model_outputs(tmp / "results"), *files(tmp), *settings(),
-                 *names(tmp), *damaged_files(tmp), *command_line(tmp), *secrets(), *locks(tmp)]
+                 *finite_settings(), *names(tmp), *damaged_files(tmp), *command_line(tmp), *secrets(tmp),
+                 *locks(tmp), *resources(tmp / "work"), *not_files(tmp), *full_and_read_only(tmp),
+                 *destructive_flags(tmp), *records(tmp)]
         table = Counter()
         problems = []
-        for api, case in cases:
-            result = outcome(case)
-            table[(api, result if not result.startswith("crash") else "crash")] += 1
-            if result.startswith("crash") or result == "vague error":
-                problems.append(f"{api}: {result}")
+        cwd = os.getcwd()
+        os.chdir(tmp / "work")  # the CLI writes ./results and the like here, not in the repository
+        try:
+            for api, case in cases:
+                result = outcome(case)
+                kind = result.split(":")[0]
+                table[(api, kind)] += 1
+                if kind in ("crash", "vague"):
+                    problems.append(f"{api}: {result}")
+        finally:
+            os.chdir(cwd)
     apis = sorted({api for api, _ in table})
     rows = {api: {k: table[(api, k)] for k in OUTCOMES} for api in apis}
-    return len(cases), rows, problems
+    by_class = {}
+    for api, counts in rows.items():
+        row = by_class.setdefault(class_of(api), Counter())
+        row.update(counts)
+    return len(cases), rows, problems, {c: {k: row[k] for k in OUTCOMES} for c, row in sorted(by_class.items())}
 
 
 def main() -> None:
-    n, rows, crashes = sweep()
+    from versions import cpu_name, versions
+
+    start = time.perf_counter()
+    n, rows, problems, by_class = sweep()
     totals = {k: sum(r[k] for r in rows.values()) for k in OUTCOMES}
-    print(f"{'API':<44}{'handled':>9}{'clear error':>13}{'vague':>7}{'crash':>7}")
-    for api, r in rows.items():
-        print(f"{api:<44}{r['handled']:>9}{r['clear error']:>13}{r['vague error']:>7}{r['crash']:>7}")
-    print(f"{'total (' + str(n) + ' cases)':<44}{totals['handled']:>9}{totals['clear error']:>13}"
-          f"{totals['vague error']:>7}{totals['crash']:>7}")
-    for line in crashes[:20]:
+    print(f"{'class':<30}{'handled':>9}{'refused':>9}{'vague':>7}{'crash':>7}")
+    for name, r in by_class.items():
+        print(f"{name:<30}{r['handled']:>9}{r['refused']:>9}{r['vague']:>7}{r['crash']:>7}")
+    print(f"{'total (' + str(n) + ' cases)':<30}{totals['handled']:>9}{totals['refused']:>9}"
+          f"{totals['vague']:>7}{totals['crash']:>7}")
+    for line in problems[:30]:
         print("  ", line)
     out = Path(__file__).parent / "results" / "bad_input_sweep.json"
-    machine = f"{platform.node()} {platform.machine()} Python {platform.python_version()}"
-    out.write_text(json.dumps({"machine": machine, "cases": n, "totals": totals, "by_api": rows,
-                               "crashes": crashes}, indent=1))
-    sys.exit(1 if crashes else 0)  # crashes and vague errors alike
+    out.write_text(json.dumps({"machine": cpu_name(), "versions": versions(), "date": time.strftime("%Y-%m-%d"),
+                               "seconds": round(time.perf_counter() - start), "cases": n, "totals": totals,
+                               "by_class": by_class, "by_api": rows, "problems": problems}, indent=1) + "\n")
+    sys.exit(1 if problems else 0)  # crashes and vague errors alike
 
 
 if __name__ == "__main__":

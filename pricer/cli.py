@@ -8,23 +8,30 @@
     python -m pricer human-template --out human.csv   # test products for a class to price
 
 `--set key=value` (repeatable, or several after one flag) changes any preset value, typed and
-checked by `pricer.config`. A pricer error prints as one or two lines with the remedy and exit
-code 2; `--debug` (or PRICER_DEBUG=1) shows the traceback too.
+checked by `pricer.config`. What a command needs (its folders, free space, the GPUs, the Hub
+for --push, an adapter) is checked before any work. Every failure passes `pricer.edge`: one you
+can fix prints as one or two lines naming the setting, file or resource and the remedy, exit
+code 2; anything else says it is a bug and where its traceback was saved, exit code 1.
+`--debug` (before or after the command, or PRICER_DEBUG=1) shows the traceback too; everything
+printed is redacted (`pricer.env.redact`).
 """
 
 import argparse
 import os
 import sys
 
-from pricer.errors import PricerError
+from pricer import checks
+from pricer.errors import PricerError, SettingError
 
 
 def data(args) -> None:
     """Write the embedded catalog's items and prompts to a folder."""
     from pricer.config import get_preset
+    from pricer.files import check_folder
     from pricer.sources import write_catalog
 
     preset = get_preset(args.preset)
+    check_folder(args.out, "--out")
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
     print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
@@ -39,13 +46,19 @@ def lab(args) -> None:
     run_lab(args.preset, args.runs_dir, fresh=args.fresh, settings=parse_settings(args.set), t4=args.t4)
 
 
-def _preset(args):
-    """The chosen preset with its --set values, resolved, after joining (or launching) the --gpus processes."""
+def _preset(args, check=None):
+    """The chosen preset with its --set values, resolved, after joining (or launching) the --gpus processes.
+
+    Bad values, GPUs that aren't there and `check(preset)`'s refusals come before any launch."""
     from pricer import distributed
     from pricer.config import get_preset, parse_settings
     from pricer.sources import resolve_preset
 
-    preset = get_preset(args.preset, **parse_settings(args.set))  # bad values are refused before any launch
+    preset = get_preset(args.preset, **parse_settings(args.set))
+    if distributed.world_size() == 1:
+        checks.gpus(args.gpus)
+    if check:
+        check(preset)
     distributed.start(args.argv, args.gpus)
     return resolve_preset(preset)
 
@@ -55,7 +68,10 @@ def train(args) -> None:
     from pricer import distributed
     from pricer.train import train as run
 
-    result = run(_preset(args), args.output_dir, max_steps=args.max_steps, push=args.push,
+    preset = _preset(args, check=lambda p: checks.train(args, p))
+    if distributed.is_main():
+        checks.rows_and_room(args, preset)
+    result = run(preset, args.output_dir, max_steps=args.max_steps, push=args.push,
                  micro_batch=args.micro_batch, checkpointing=args.checkpointing, fast=not args.plain)
     if distributed.is_main():
         print(f"pricer: adapter saved to {result.run_dir} after {result.steps} steps")
@@ -70,7 +86,7 @@ def evaluate(args) -> None:
     from pricer.predict import PricePredictor
     from pricer.runs import compatible, latest_adapter
 
-    preset = _preset(args)  # --gpus N: the test items are sharded over N processes
+    preset = _preset(args, check=lambda p: checks.evaluate(args, p))  # --gpus N: test items sharded over N
     prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
     adapter = None if args.base else args.adapter or latest_adapter(args.output_dir, preset)
     if not args.base and adapter is None:
@@ -96,8 +112,13 @@ def human_template(args) -> None:
     """Write a human-guess CSV for the test items of --items (default: the preset's)."""
     from pricer.human import template_for_preset
 
+    from pricer.files import check_folder
+
+    if os.path.isdir(args.out):
+        raise SettingError(f"--out {args.out} is a folder: give the CSV file to write, e.g. {args.out}/human.csv")
+    check_folder(os.path.dirname(os.path.abspath(args.out)), "--out's folder")
     path = template_for_preset(args.out, size=args.size, preset=args.preset, items=args.items)
-    print(f"pricer: wrote a {args.size}-row template to {path}; fill in the guess column")
+    print(f"pricer: wrote a {args.size:,}-row template to {path}; fill in the guess column")
 
 
 def _positive(text: str) -> int:
@@ -109,6 +130,21 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages (which quote what was typed) redacted."""
+
+    def error(self, message):
+        from pricer.env import redact
+
+        super().error(redact(message))
+
+
+def _debug_option(p) -> None:
+    """--debug after the command too (`train ... --debug`), not only before it."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error (also PRICER_DEBUG=1)")
 
 
 def _settings_option(p) -> None:
@@ -126,11 +162,12 @@ def _run_options(p, gpus: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Every command and option."""
-    parser = argparse.ArgumentParser(prog="python -m pricer", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m pricer", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("data", help="write the embedded catalog to a folder")
+    _debug_option(p)
     p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
@@ -139,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=data)
 
     p = commands.add_parser("lab", help="execute the five notebooks in order and write report.html")
+    _debug_option(p)
     p.add_argument("--preset", default="tiny", help="tiny (CPU, embedded default), smol, lite or full")
     p.add_argument("--runs-dir", default="runs", help="executed notebooks go to RUNS_DIR/<timestamp>/")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
@@ -147,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=lab)
 
     p = commands.add_parser("train", help="QLoRA fine-tuning; rerun the same command to resume")
+    _debug_option(p)
     _run_options(p, gpus="data-parallel over N GPUs of this machine (accelerate), same effective batch")
     p.add_argument("--max-steps", type=_positive, help="stop after N optimizer steps (a short trial run)")
     p.add_argument("--push", metavar="HUBNAME", help="also push checkpoints and the adapter to this private Hub repo")
@@ -157,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=train)
 
     p = commands.add_parser("evaluate", help="expected-price evaluation of a trained adapter on the test split")
+    _debug_option(p)
     _run_options(p, gpus="shard the test items over N GPUs of this machine, results gathered in order")
     p.add_argument("--adapter", help="adapter folder or Hub repo (default: the newest matching finished run)")
     p.add_argument("--revision", help="with a Hub --adapter: the commit or branch to load (the course's REVISION)")
@@ -166,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=evaluate)
 
     p = commands.add_parser("human-template", help="write a CSV of test products for people to price")
+    _debug_option(p)
     p.add_argument("--out", required=True, help="the CSV to write")
     p.add_argument("--size", type=_positive, default=100, help="how many test products")
     p.add_argument("--preset", default="tiny", help="whose test items")
@@ -175,31 +216,33 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command and run it; a PricerError ends it with its message and exit code 2."""
+    """Parse the command and run it at the edge (`pricer.edge`): exit 2 for what you can fix, 1 for a bug."""
     from pricer.config import flag
+    from pricer.edge import run_at_edge
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     args.argv = [a for a in argv if a != "--debug"]  # what --gpus N relaunches on each process
-    try:
-        from pricer.env import load_secrets
-        from pricer.patches.bitsandbytes import without_hub_kernel
+    code = run_at_edge(lambda: _run(args), debug=args.debug or flag("PRICER_DEBUG"))
+    if code:
+        raise SystemExit(code)
 
-        load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
-        without_hub_kernel()  # before bitsandbytes loads: no Hub download, nor its warning (pricer.patches)
-        if flag("PRICER_T4"):  # as in a notebook's kernel: 15 GB and fp16, before any model loads
-            from pricer.session import rehearse_t4
 
-            rehearse_t4()
-        args.run(args)
-    except PricerError as e:
-        if args.debug or flag("PRICER_DEBUG"):
-            raise
-        from pricer.env import redact
+def _run(args) -> None:
+    """Secrets loaded, the T4 rehearsal applied, PRICER_HOME checked, then the command."""
+    from pricer.config import flag, pricer_home
+    from pricer.env import load_secrets
+    from pricer.files import check_folder
+    from pricer.patches.bitsandbytes import without_hub_kernel
 
-        print(f"pricer: error: {redact(str(e))}", file=sys.stderr)
-        print("pricer: (--debug or PRICER_DEBUG=1 shows the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
+    load_secrets()  # HF_TOKEN etc. from .env / Colab, for the libraries that read os.environ
+    without_hub_kernel()  # before bitsandbytes loads: no Hub download, nor its warning (pricer.patches)
+    if flag("PRICER_T4"):  # as in a notebook's kernel: 15 GB and fp16, before any model loads
+        from pricer.session import rehearse_t4
+
+        rehearse_t4()
+    check_folder(pricer_home(), "PRICER_HOME")  # converted models, the catalog, caches
+    args.run(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 ours, on the embedded model and catalog. A value is checked against its field's type and range
 when the preset is made, by pydantic (already the lab's validator for `Item`; transformers'
 `HfArgumentParser` types from fields too, but checks no ranges): a bad one is refused with
-the setting's name, the value and what is allowed, before anything loads. Strings from the
+the setting's name, the value and what is allowed, before anything loads. Numbers must be
+finite (`weight_decay=inf` would train to an all-NaN adapter marked finished), and settings
+that bound each other are checked together (a batch no larger than the training rows). Strings from the
 command line are typed from the field they set, never by trying casts, so a folder
 named `1e5` stays a string and `train_rows=1e2` is refused.
 
@@ -24,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
 from pricer.errors import SettingError
@@ -44,7 +46,7 @@ Positive = Annotated[int, Field(ge=1)]
 Name = Annotated[str, Field(min_length=1)]
 
 
-@dataclass(frozen=True, config={"extra": "forbid"})
+@dataclass(frozen=True, config={"extra": "forbid", "allow_inf_nan": False})
 class Preset:
     """One training + evaluation configuration; saved with every run's results."""
 
@@ -54,17 +56,17 @@ class Preset:
     prompts: Name  # Hub name or folder of {"prompt", "completion"} rows (train / val / test), or "embedded"
     quant: Literal["4bit", "8bit"] | None = "4bit"  # "4bit" NF4 is QLoRA; "8bit" or None for the quantization tour
     lora_r: Positive = 32
-    lora_alpha: Annotated[float, Field(gt=0)] = 64  # alpha / r = 2 keeps the update scale the course used
+    lora_alpha: Annotated[float, Field(gt=0, le=1e5)] = 64  # alpha / r = 2 keeps the update scale the course used
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     target_modules: Annotated[tuple[Projection, ...], Field(min_length=1)] = ATTENTION
-    epochs: Annotated[float, Field(gt=0)] = 1
+    epochs: Annotated[float, Field(gt=0, le=1000)] = 1
     batch_size: Positive = 32  # effective batch: micro-batch x gradient accumulation
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
     lr_scheduler: Scheduler = "cosine"
     warmup_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01  # of total steps; transformers 5 has no warmup_ratio
-    weight_decay: Annotated[float, Field(ge=0)] = 0.001
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.001  # AdamW's decoupled decay: above 1 it erases weights
     optimizer: Optimizer = "paged_adamw_32bit"
-    max_grad_norm: Annotated[float, Field(gt=0)] = 0.3  # clips the rare huge step QLoRA takes on an outlier batch
+    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 0.3  # clips the rare huge step QLoRA takes on an outlier batch
     train_rows: Positive | None = 20_000  # None: every training row
     summary_tokens: Positive = 110  # summary cut, in tokens of the base model's tokenizer
     max_length: Annotated[int, Field(ge=16)] = 128  # prompt + completion must fit, or TRL drops the row
@@ -73,6 +75,14 @@ class Preset:
     val_rows: Annotated[int, Field(ge=0)] = 200  # validation rows for that loss (0: none)
     eval_size: Positive = 200  # test items the Tester scores, as in the course
     requested: tuple[tuple[str, str], ...] = ()  # (setting, name typed) where resolution used another (offline)
+
+    @model_validator(mode="after")
+    def _settings_agree(self):
+        """Settings that bound each other: each named, with the value that would fit."""
+        if self.train_rows is not None and self.batch_size > self.train_rows:
+            raise ValueError(f"batch_size={self.batch_size} is more than train_rows={self.train_rows}: a batch "
+                             f"can't hold more rows than there are; set batch_size to at most {self.train_rows}")
+        return self
 
     def to_dict(self) -> dict:
         """Plain JSON-able values, for results files and run names."""
@@ -152,7 +162,10 @@ def _problem(error: ValidationError) -> str:
     """pydantic's complaints as 'setting=value: what is allowed', one per bad setting."""
     parts = []
     for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"][:1]) or "preset"
+        if not err["loc"]:  # settings that disagree with each other: the message names them
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        key = ".".join(str(p) for p in err["loc"][:1])
         allowed = err["msg"][0].lower() + err["msg"][1:]
         if key in FIELDS and type(None) in typing.get_args(FIELDS[key].type):
             allowed += " (or none)"
@@ -197,9 +210,10 @@ def parse_value(key: str, text: str):
                                else annotation)
     value = tuple(v.strip() for v in text.split(",") if v.strip()) if origin is tuple else text
     try:
-        return TypeAdapter(annotation).validate_python(value)
+        return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError as e:
-        raise SettingError(f"--set {key}={text!r}: {_problem(e).partition(': ')[2]}") from None
+        allowed = "; ".join(err["msg"][0].lower() + err["msg"][1:] for err in e.errors())
+        raise SettingError(f"--set {key}={text!r}: {allowed}") from None
 
 
 def settings_of(preset: Preset) -> dict:

@@ -26,6 +26,18 @@ class DataError(PricerError, ValueError):
     """A row, file or dataset that can't be used, with where (file, line, row) and why in the message."""
 
 
+class ResourceError(PricerError):
+    """A folder, disk, device or service the work needs and can't have: names it, what is wrong and what to do."""
+
+
+class SavedBug(RuntimeError):
+    """A failure that is pricer's fault whose traceback is already saved (an executed notebook's error cell)."""
+
+    def __init__(self, message: str, saved):
+        super().__init__(message)
+        self.saved = saved
+
+
 def require_bitsandbytes() -> None:
     """Fail early, with the install or runtime to pick, where 4-bit / 8-bit can't run."""
     import torch

@@ -136,11 +136,15 @@ class FrontierPredictor:
 
 
 def _reason(error: urllib.error.HTTPError) -> str:
-    """The API's own error message, short (it says e.g. which model name is unknown)."""
+    """The API's error type and its own message, short (it says e.g. which model name is unknown); never the
+    body or headers as sent: an API may echo the key in them, in any encoding (`_error` redacts what is kept)."""
     try:
-        return str(json.loads(error.read())["error"]["message"])[:200]
+        problem = json.loads(error.read())["error"]
+        kind = problem.get("type") or problem.get("code") if isinstance(problem, dict) else None
+        message = problem.get("message") if isinstance(problem, dict) else problem
+        return f"{kind + ': ' if isinstance(kind, str) else ''}{str(message)[:200]}"
     except Exception:  # not JSON, or not the usual shape: the status line will do
-        return str(error.reason)
+        return str(error.reason)[:100]
 
 
 def frontier_predictor(model: str = "gpt-4.1-nano", base_url: str | None = None,

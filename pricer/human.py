@@ -158,10 +158,14 @@ def _squash(text: str) -> str:
 def template_for_preset(out, size: int = 100, preset: str = "tiny", items: str | None = None) -> Path:
     """The CLI's `human-template`: the test Items of `items` (a folder, Hub name; default the preset's)."""
     from pricer.config import get_preset
+    from pricer.errors import SettingError
     from pricer.items import Item
 
     name = items or get_preset(preset).items
     _, _, test = Item.from_hub(name)
     if not test:
         raise DataError(f"{name}: no usable test items to write a template from")
+    if size > len(test):  # writing fewer rows than asked, and saying the number asked, would mislead the class
+        raise SettingError(f"--size {size:,}, but {name} has {len(test):,} test items: use --size {len(test):,} or "
+                           "fewer")
     return write_human_template(test, out, size)

@@ -9,8 +9,10 @@ writes (LAB_DIR), with report.html beside them. Each notebook's parameters cell 
 an injected cell (PRESET, SETTINGS, LAB_DIR), as papermill does, so the notebooks stay runnable
 by hand. Interrupted, a rerun continues the unfinished run: finished notebooks are skipped,
 training resumes from its last checkpoint and evaluations from their per-item caches. One lab
-runs in a run folder at a time. With no network at all, Hub names become the embedded default
-(said once, PRICER_OFFLINE=1 for every kernel).
+runs in a run folder at a time. A preset naming the Hub with no network is refused before any
+kernel starts, unless PRICER_OFFLINE=1 asks for the embedded default. A notebook that fails
+with an error the user can fix ends the lab with that error's message; any other names the
+saved notebook, which holds its traceback (redacted, as every output, cell and lab.json is).
 
 Why not papermill: it is nbclient (which this uses) plus parameter injection; what this runner
 needs beside that is its own (redacting every output before the notebook is saved, a progress
@@ -18,13 +20,15 @@ line per cell, kernel environments, resuming a run), and papermill would add a d
 to the lab runner for 20 lines of injection.
 """
 
+import json
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
 
-from pricer.errors import DataError
-from pricer.files import folder_lock, read_json, write_json
+from pricer.errors import DataError, PricerError, SavedBug, SettingError
+from pricer.files import check_folder, folder_lock, read_json, write_json
 
 NOTEBOOKS = (
     "1_quantization_tour",
@@ -35,6 +39,7 @@ NOTEBOOKS = (
 )
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STATE = "lab.json"  # the run's progress: which notebooks finished, how long each took
+USER_ERRORS = ("PricerError", "SettingError", "DataError", "ResourceError", "KeyboardInterrupt")  # in a kernel
 
 
 def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = False, settings: dict | None = None,
@@ -43,9 +48,11 @@ def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = F
     from pricer.config import get_preset
     from pricer.report import write_report
 
-    settings = dict(settings or {})
-    get_preset(preset, **settings)  # a bad preset or value is refused before any kernel starts
+    settings = json.loads(json.dumps(dict(settings or {})))  # as lab.json holds them: lists, not tuples
+    chosen = get_preset(preset, **settings)  # a bad preset or value is refused before any kernel starts
+    check_folder(runs_dir, "--runs-dir")
     env = kernel_env(t4)
+    _check_hub_names(chosen)
     run_dir = _run_dir(Path(runs_dir), preset, settings, fresh)
     with folder_lock(run_dir, "a lab run"):
         state = _state(run_dir)
@@ -56,7 +63,10 @@ def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = F
                 continue
             start = time.perf_counter()
             params = {"PRESET": preset, "SETTINGS": settings, "LAB_DIR": "."}  # each kernel runs in run_dir
-            execute(NOTEBOOK_DIR / f"{name}.ipynb", run_dir / f"{name}.ipynb", params, timeout, env=env)
+            try:
+                execute(NOTEBOOK_DIR / f"{name}.ipynb", run_dir / f"{name}.ipynb", params, timeout, env=env)
+            except Exception as e:
+                raise notebook_failure(name, run_dir / f"{name}.ipynb", e) from None
             state["done"][name] = round(time.perf_counter() - start, 1)
             write_json(run_dir / STATE, state)
             print(f"pricer lab: {name} done in {state['done'][name]:.0f} s")
@@ -67,15 +77,48 @@ def run_lab(preset: str = "tiny", runs_dir: str | Path = "runs", fresh: bool = F
 
 def kernel_env(t4: bool = False) -> dict:
     """What every notebook's kernel gets besides this process's environment."""
-    from pricer.sources import hub_reachable, offline_asked
-
     env = {"PRICER_EXECUTED": "1"}  # no widgets here: libraries print plain progress (pricer.session)
     if t4:
         env["PRICER_T4"] = "1"
-    if not offline_asked() and not hub_reachable():
-        print("pricer lab: no network, so Hub names are replaced by the embedded default (PRICER_OFFLINE=1)")
-        env["PRICER_OFFLINE"] = "1"
     return env
+
+
+def _check_hub_names(preset) -> None:
+    """Refuse, before any kernel starts, a preset that names the Hub when it can't be reached (README's promise)."""
+    from pricer.config import EMBEDDED, flag
+    from pricer.sources import hub_reachable, looks_like_path, offline_asked
+
+    names = [(k, getattr(preset, k)) for k in ("base_model", "items", "prompts")]
+    hub = [f"{k}={v}" for k, v in names if v != EMBEDDED and not looks_like_path(v)]
+    if hub and not offline_asked() and not flag("HF_HUB_OFFLINE") and not hub_reachable():
+        raise SettingError(f"preset {preset.name!r} names the Hugging Face Hub ({', '.join(hub)}), and the Hub can't "
+                           "be reached (no network?): connect and rerun, give local folders with --set, or set "
+                           "PRICER_OFFLINE=1 to run on the embedded default (SmolLM2-135M and the generated catalog)")
+
+
+def notebook_failure(name: str, saved: Path, error: Exception) -> Exception:
+    """A notebook's failure as the CLI reports it: the kernel's own message when the user can fix it (a pricer
+    error, a full or read-only disk), else a bug that names the saved notebook holding the traceback."""
+    from nbclient.exceptions import CellExecutionError
+
+    from pricer.edge import explain
+
+    if not isinstance(error, CellExecutionError):
+        message = explain(error)
+        return PricerError(f"{name}: {message}") if message else error
+    message = None
+    if error.ename in USER_ERRORS:
+        message = error.evalue
+    elif error.ename in OS_ERRORS:
+        number = re.match(r"\[Errno (\d+)\] ([^:]*)(?:: '(.*)')?", error.evalue or "")
+        message = explain(OSError(int(number[1]), number[2], number[3]) if number else OSError(error.evalue))
+    if message:
+        return PricerError(f"{message} (in {name}; the executed notebook is {saved})")
+    return SavedBug(f"{name} failed: {error.ename}: {(error.evalue or '').strip()[:200]}", saved)
+
+
+OS_ERRORS = ("OSError", "FileNotFoundError", "PermissionError", "NotADirectoryError", "IsADirectoryError",
+             "FileExistsError")
 
 
 def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: dict | None = None,
@@ -107,6 +150,7 @@ def execute(source: Path, target: Path, params: dict, timeout: int = 3600, env: 
             raise CellExecutionError(redact(e.traceback), e.ename, redact(e.evalue)) from None
         finally:
             for cell in nb.cells:
+                cell.source = redact(cell.source)  # the injected parameters cell holds the settings as typed
                 for output in cell.get("outputs", []):
                     _redact_output(output, redact)
             nbformat.write(nb, target)

@@ -11,6 +11,11 @@ lab 5 lab 4's adapter there. With `kill_after_checkpoint`, notebook 4's runtime 
 (SIGKILL, kernel included) once its first checkpoint is on Drive, and the notebook is run again
 in a new runtime: it must resume from that checkpoint. With `t4`, every kernel rehearses a T4
 (PRICER_T4=1). Each runtime's GPU peaks are written by a last injected cell.
+
+Nothing is deleted that the rehearsal did not make: the runtimes folder must be new, empty, or
+one an earlier rehearsal made (its `.pricer-rehearsal` marker lists the runtimes it made, and
+only those are cleared); it may not overlap the Drive folder. A notebook that fails, an error
+cell, or a kill that found no checkpoint makes the command exit non-zero.
 """
 
 import json
@@ -23,9 +28,12 @@ import time
 from pathlib import Path
 
 from pricer.env import redact
+from pricer.errors import ResourceError
+from pricer.files import check_folder, read_json, write_json
 from pricer.lab import NOTEBOOK_DIR, NOTEBOOKS, execute
 
 STANDIN = Path(__file__).resolve().parent / "standin"
+MARKER = ".pricer-rehearsal"  # in a runtimes folder this module made: the runtimes it made there
 STATS_CELL = """\
 # Injected by pricer.rehearsal: this runtime's GPU peaks
 import json, torch
@@ -122,12 +130,50 @@ def rehearse(preset: str, drive: Path, runtimes: Path, settings: dict | None = N
 
 
 def _new_runtime(runtimes: Path, name: str) -> Path:
-    """An unused folder for a new runtime of `name` (a rerun after a disconnect gets its own)."""
+    """An unused folder for a new runtime of `name` (a rerun after a disconnect gets its own), listed as ours."""
     for n in range(1, 100):
         runtime = runtimes / (name if n == 1 else f"{name}-runtime{n}")
-        if not runtime.exists():
+        if not runtime.exists() and not (runtimes / f".{runtime.name}-ipython").exists():
+            _made(runtimes, runtime.name, f".{runtime.name}-ipython")
             return runtime
-    raise RuntimeError(f"too many runtimes of {name} in {runtimes}")
+    raise ResourceError(f"too many runtimes of {name} in {runtimes}: give a new --runtimes folder")
+
+
+def _made(runtimes: Path, *names: str) -> None:
+    """Note in the marker that the rehearsal made these entries of `runtimes` (the only ones it may remove)."""
+    marker = runtimes / MARKER
+    made = read_json(marker, "rehearsal marker").get("made", []) if marker.exists() else []
+    write_json(marker, {"made_by": "pricer.rehearsal", "made": sorted(set(made) | set(names))})
+
+
+def prepare_folders(drive: Path, runtimes: Path) -> None:
+    """Refuse overlapping folders and a runtimes folder pricer did not make; clear the runtimes it made before."""
+    drive, runtimes = Path(drive).expanduser().resolve(), Path(runtimes).expanduser().resolve()
+    if drive == runtimes or drive in runtimes.parents or runtimes in drive.parents:
+        raise ResourceError(f"--drive {drive} and --runtimes {runtimes} overlap: a new runtime must not see (or "
+                            "clear) what Drive keeps. Give two separate folders")
+    check_folder(drive, "--drive")
+    marker = runtimes / MARKER
+    if runtimes.is_dir() and not marker.is_file() and any(runtimes.iterdir()):
+        raise ResourceError(f"--runtimes {runtimes} holds files a rehearsal did not make, and nothing of yours is "
+                            "deleted: give a new or empty folder")
+    check_folder(runtimes, "--runtimes")
+    if marker.is_file():
+        made = read_json(marker, "rehearsal marker", f"delete {marker} and the runtimes by hand").get("made", [])
+        for name in made:
+            path = runtimes / name
+            if path.parent == runtimes and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # a runtime this module made: a new rehearsal starts from empty runtimes
+    write_json(marker, {"made_by": "pricer.rehearsal", "made": []})
+
+
+def failures(report: dict, kill: bool = False) -> list[str]:
+    """What went wrong in a rehearsal: failed notebooks, error cells, a kill that found no checkpoint."""
+    found = [f"{name}: {r['failed'] or str(r['error_cells']) + ' error cell(s)'}"
+             for name, r in report["notebooks"].items() if r.get("failed") or r.get("error_cells")]
+    if kill and report.get("resumed_from_step") is None:
+        found.append("notebook 4 did not say it resumed from a checkpoint")
+    return found
 
 
 def _resumed_from(executed: Path) -> int | None:
@@ -149,15 +195,32 @@ def main(argv=None) -> None:
     p.add_argument("--t4", action="store_true", help="every kernel rehearses a T4 (15 GB, no bf16)")
     p.add_argument("--kill", action="store_true", help="kill notebook 4 after its first checkpoint and rerun it")
     p.add_argument("--out", help="write the figures to this JSON file")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
-    shutil.rmtree(args.runtimes, ignore_errors=True)
+    from pricer.config import flag
+    from pricer.edge import run_at_edge
+
+    code = run_at_edge(lambda: _main(args), debug=args.debug or flag("PRICER_DEBUG"))
+    if code:
+        raise SystemExit(code)
+
+
+def _main(args) -> None:
+    from pricer.config import get_preset
+
+    get_preset(args.preset)  # a bad name is refused before anything is touched
+    prepare_folders(Path(args.drive), Path(args.runtimes))
     notebooks = NOTEBOOKS[:4] + NOTEBOOKS[3:] if args.kill else NOTEBOOKS  # killed, then rerun in a new runtime
     report = rehearse(args.preset, Path(args.drive), Path(args.runtimes), t4=args.t4, kill_after_checkpoint=args.kill,
                       notebooks=notebooks)
     text = json.dumps(report, indent=1)
     if args.out:
-        Path(args.out).write_text(text)
+        write_json(args.out, report)
     print(text)
+    failed = failures(report, args.kill)
+    if failed:
+        print(f"pricer.rehearsal: failed: {'; '.join(failed)}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

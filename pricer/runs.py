@@ -61,12 +61,53 @@ def read_record(run_dir: Path) -> dict | None:
     """The run's record, or None (said once) when it is missing or damaged."""
     try:
         record = read_json(run_dir / RUN_FILE, "run record", "that folder is skipped; delete it if it is not needed")
-        if not isinstance(record.get("identity"), dict):
-            raise DataError(f"{run_dir / RUN_FILE}: the run record has no identity; that folder is skipped")
+        problem = record_problem(record)
+        if problem:
+            raise DataError(f"{run_dir / RUN_FILE}: the run record {problem}; that folder is skipped (delete it if "
+                            "it is not needed)")
         return record
     except DataError as e:
         _say(str(e))
         return None
+
+
+def record_problem(record: dict) -> str | None:
+    """What is wrong with a run record's shape (None when every field pricer reads is there, of its type)."""
+    ident = record.get("identity")
+    if not isinstance(ident, dict):
+        return "has no identity"
+    preset = ident.get("preset")
+    if not isinstance(preset, dict) or not all(isinstance(preset.get(k), str) for k in ("name", "base_model")):
+        return "has no preset name and base model in its identity"
+    if not isinstance(ident.get("data"), str) or not (ident.get("max_steps") is None
+                                                      or isinstance(ident.get("max_steps"), int)):
+        return "has no data digest or a step cap that is not a whole number in its identity"
+    if record.get("status", "running") not in ("running", "finished"):
+        return f"has status {record.get('status')!r}, neither 'running' nor 'finished'"
+    for key in ("losses", "eval_losses"):
+        values = record.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            return f"has {key} that are not a list of numbers"
+    if not isinstance(record.get("steps", 0), int):
+        return "has a step count that is not a whole number"
+    return None
+
+
+def adapter_problem(folder: str | Path) -> str | None:
+    """Why `folder` holds no adapter peft can load (None when it does): adapter_config.json and the weights, read."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return f"{folder} is a file, not an adapter folder" if folder.exists() else f"{folder} does not exist"
+    try:
+        config = read_json(folder / "adapter_config.json", "adapter config", "train the run again")
+    except DataError as e:
+        return str(e)
+    if not isinstance(config.get("base_model_name_or_path", ""), str) or "r" in config and not isinstance(
+            config["r"], int):
+        return f"{folder / 'adapter_config.json'} is not a LoRA adapter's config"
+    if not (folder / ADAPTER_FILE).exists() and zipfile.is_zipfile(folder / "adapter_model.bin"):
+        return None  # the older torch format peft still loads
+    return safetensors_problem(folder / ADAPTER_FILE)
 
 
 def write_record(run_dir: Path, **fields) -> None:
@@ -158,9 +199,9 @@ def open_run(preset, output_dir: str | Path, rows: list[dict], max_steps: int | 
     if distributed.is_main():
         acquire_lock(run_dir, "training")
     run = Run(Path(run_dir), ident, record=read_record(Path(run_dir)) or {}, push=push)
-    if run.finished and safetensors_problem(run.dir / ADAPTER_FILE):
+    if run.finished and adapter_problem(run.dir):
         _say(f"pricer: {run.dir} is marked finished but its adapter is unusable "
-             f"({safetensors_problem(run.dir / ADAPTER_FILE)}); finishing it again from its last checkpoint")
+             f"({adapter_problem(run.dir)}); finishing it again from its last checkpoint")
         run.record["status"] = "running"
     run.resume = None if run.finished else last_checkpoint(run.dir)
     return run
@@ -226,7 +267,7 @@ def latest_adapter(output_dir: str | Path = "outputs", preset=None) -> Path | No
     base model and training data it must match), with an adapter file that reads back whole."""
     name = getattr(preset, "name", preset) or "*"
     finished = [d for d, record in runs_of(output_dir, name)
-                if record.get("status") == "finished" and not safetensors_problem(d / ADAPTER_FILE)]
+                if record.get("status") == "finished" and not adapter_problem(d)]
     if hasattr(preset, "base_model"):
         finished = [d for d in finished if compatible(d, preset) is None]
     return max(finished, key=lambda d: d.name.split("-", 1)[1], default=None)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pricer.config import EMBEDDED, PRESETS, flag, get_preset, settings_of
 from pricer.errors import DataError, PricerError, SettingError
-from pricer.files import read_json, write_json
+from pricer.files import check_folder, read_json, write_json
 
 SETTINGS_FILE = "lab_settings.json"
 PROMPTS_RECORD = "made_with.json"  # beside lab 2's prompts: the preset, tokenizer, cut and catalog that made them
@@ -126,7 +126,7 @@ def lab_dir(explicit: str | Path | None = None) -> Path:
     if in_colab() and str(folder).startswith("/content/drive") and not Path("/content/drive/MyDrive").exists():
         raise PricerError("Google Drive is not mounted, so the lab folder would vanish with this runtime: run the "
                           "setup cell (it mounts Drive), or set LAB_DIR to a folder of your own.")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_folder(folder, "LAB_DIR")  # made if missing; a file, a read-only or full disk refused by name
     os.environ["PRICER_RESULTS"] = str(folder / "results")  # every Tester run lands where the leaderboard looks
     return folder
 
@@ -248,7 +248,18 @@ def describe(lab: Lab, why: str) -> str:
 
 def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None = None, settings: dict | None = None,
           quiet: bool | None = None) -> Lab:
-    """A notebook's setup: secrets loaded, the T4 rehearsal applied, the preset chosen and checked, and said."""
+    """A notebook's setup: secrets loaded, the T4 rehearsal applied, the preset chosen and checked, and said.
+
+    What a user can fix (a bad .env, a full or read-only disk, a file where the lab folder belongs) ends
+    here as one PricerError naming it (`pricer.edge.user_errors`), not a library's traceback."""
+    from pricer.edge import user_errors
+
+    with user_errors():
+        return _start(notebook, preset, lab_dir, settings, quiet)
+
+
+def _start(notebook: int, preset, lab_dir, settings, quiet) -> Lab:
+    from pricer.config import pricer_home
     from pricer.env import load_secrets
     from pricer.patches.bitsandbytes import without_hub_kernel
     from pricer.progress import known_warnings_off
@@ -261,6 +272,7 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
         rehearse_t4()
     if quiet if quiet is not None else flag("PRICER_EXECUTED"):
         quiet_libraries()
+    check_folder(pricer_home(), "PRICER_HOME")
     folder = _lab_dir(lab_dir)
     chosen, why = choose_preset(folder, preset, settings)
     check_access(chosen)

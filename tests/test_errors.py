@@ -115,9 +115,11 @@ def test_bad_input_sweep_has_no_crashes():
     spec = importlib.util.spec_from_file_location("bad_input_sweep", path)
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    cases, by_api, crashes = sweep.sweep()
-    assert cases > 300 and crashes == []
-    assert sum(r["clear error"] for r in by_api.values()) > 100  # most malformed rows are refused
+    cases, by_api, problems, by_class = sweep.sweep()
+    assert cases > 500 and problems == []
+    assert sum(r["refused"] for r in by_api.values()) > 300  # most malformed rows and resources are refused
+    assert {"resources", "files that are not files", "full and read-only disks", "destructive flags", "secrets",
+            "records of the wrong shape"} <= set(by_class)
 
 
 @pytest.mark.parametrize("value", ["9" * 400, float("inf"), float("nan"), "no number", None])

@@ -1,8 +1,11 @@
 """pricer.env: secrets read without side effects, and never printed in any form they can take."""
 
+import base64
 import html
 import json
+import threading
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -66,6 +69,89 @@ def test_ansi_colours_inside_a_key_do_not_hide_it_and_the_rest_keeps_its_colours
     assert out.startswith(f"{red}ValueError{reset}: Bearer <HF_TOKEN>") and out.endswith(" was refused")
 
 
+ECHOES = {"without its first 5": lambda k: k[5:], "a middle piece": lambda k: k[7:19],
+          "base64": lambda k: base64.b64encode(k.encode()).decode(),
+          "basic auth": lambda k: base64.b64encode(f"user:{k}".encode()).decode(),
+          "basic auth, url-safe": lambda k: base64.urlsafe_b64encode(f"ab:{k}".encode()).decode(),
+          "upper case": str.upper, "lower case": str.lower, "swapped case": str.swapcase,
+          "spaced out": lambda k: " ".join(k), "hex": lambda k: k.encode().hex()}
+
+
+def shown(text: str, key: str) -> bool:
+    """Whether an 8-character piece of any echoed form of the key is in the text (base64's ends excepted: they
+    mix in the bytes around the key)."""
+    squeezed = "".join(text.split()).lower()
+    for name, form in ECHOES.items():
+        coded = "".join(form(key).split()).lower()
+        if "base64" in name or "basic" in name:
+            coded = coded[8:-8]
+        pieces = [coded[i:i + env.MIN_PREFIX] for i in range(len(coded) - env.MIN_PREFIX + 1)]
+        if any(p in squeezed for p in pieces):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("key", [KEY, LONG])
+@pytest.mark.parametrize("form", list(ECHOES))
+def test_pieces_encodings_and_cases_of_a_secret_are_hidden(key, form):
+    text = f"Incorrect API key provided: {ECHOES[form](key)}. You can find your key at ..."
+    assert shown(text, key) and not shown(redact(text), key), redact(text)
+    assert redact(text).endswith("You can find your key at ...")
+
+
+def test_a_dotenv_key_is_hidden_even_when_the_file_cant_be_parsed(tmp_path, monkeypatch):
+    wandb = "0123456789abcdef0123456789abcdef01234567"
+    (tmp_path / ".env").write_bytes(f'WANDB_API_KEY="{wandb}\nOTHER=1\n'.encode())  # unterminated quote
+    monkeypatch.setattr(env, "DOTENV", tmp_path / ".env")
+    with pytest.raises(env.DataError, match="line 1"):
+        secret("WANDB_API_KEY")
+    assert not leaked(redact(f"wandb says {wandb[4:]}"), wandb)
+
+
+class Echo(BaseHTTPRequestHandler):
+    """An OpenAI-style API that refuses every key and echoes it back, in the form the path names, in the
+    error's message, another field and a header."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        form, status = self.path.strip("/").split("/")[:2]  # /<form>/<status>/chat/completions
+        echoed = list(ECHOES.values())[int(form)](self.headers["Authorization"].removeprefix("Bearer "))
+        body = json.dumps({"error": {"type": "invalid_request_error", "message": f"Incorrect API key: {echoed}",
+                                     "param": echoed}}).encode()
+        self.send_response(int(status))
+        self.send_header("WWW-Authenticate", echoed[:100].encode("ascii", "replace").decode())
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def echo():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 500])
+@pytest.mark.parametrize("form", list(ECHOES))
+def test_an_api_that_echoes_the_key_in_any_form_never_gets_it_printed(echo, monkeypatch, form, status):
+    from pricer import frontier
+    from pricer.errors import PricerError
+
+    monkeypatch.setattr(frontier, "RETRIES", 0)
+    predictor = frontier.FrontierPredictor("gpt-4.1-nano", f"{echo}/{list(ECHOES).index(form)}/{status}",
+                                           "OPENAI_API_KEY")
+    with pytest.raises(PricerError) as info:
+        predictor({"prompt": "Title: a speaker\n", "completion": "12.00"})
+    message = str(info.value)
+    assert str(status) in message and not shown(message, LONG), message
+    if status not in (401, 403):
+        assert "invalid_request_error" in message  # the status, the error's type and its message, redacted
+
+
 def test_ordinary_text_is_left_as_it_is():
     text = "Price is $349.99\nhf_ and sk- are key prefixes; Bearer tokens go in headers"
     assert redact(text) == text
@@ -105,7 +191,7 @@ def test_an_executed_notebooks_outputs_and_error_are_redacted(tmp_path):
     target.parent.mkdir()
     nbformat.write(nbformat.v4.new_notebook(cells=cells), source)
     with pytest.raises(Exception, match="ValueError") as failure:  # what the CLI would print
-        lab.execute(source, target, {}, timeout=120)
+        lab.execute(source, target, {"NOTE": f"typed by mistake: {KEY}"}, timeout=120)  # the parameters cell too
     assert "<HF_TOKEN>" in str(failure.value) and not leaked(str(failure.value), KEY)
     saved = target.read_text(encoding="utf-8")
     error = nbformat.read(target, as_version=4).cells[-1].outputs[0]
