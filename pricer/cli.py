@@ -3,6 +3,7 @@
     python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
     python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
     python -m pricer data --out data/lite --train 20000 --val 1000 --test 1000   # any sizes
+    python -m pricer data --items my_items --out data/mine --preset smol   # your products as the preset's prompts
     python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
     python -m pricer evaluate --preset lite   # the newest matching adapter's expected prices on the test split
     python -m pricer human-template --out human.csv   # test products for a class to price
@@ -20,11 +21,20 @@ from pricer.errors import PricerError
 
 
 def data(args) -> None:
-    """Write the embedded catalog's items and prompts to a folder."""
-    from pricer.config import get_preset
-    from pricer.sources import write_catalog
+    """Make prompts from your items (--items), or write the embedded catalog's items and prompts to a folder."""
+    from pricer.config import get_preset, parse_settings
+    from pricer.sources import resolve, write_catalog
 
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, **parse_settings(args.set))
+    if args.items:
+        from pricer.dataprep import prepare
+
+        tally = prepare(args.items, args.out, preset.summary_tokens, resolve(preset.base_model, "model"))
+        tally.print()
+        print(f"pricer: prompts for preset {preset.name!r} (summaries cut at {preset.summary_tokens} tokens) written "
+              f"to {args.out}; train on them with: python -m pricer train --preset {preset.name} --set "
+              f"items={args.items} (or prompts={args.out})")
+        return
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
     print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
@@ -130,10 +140,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("data", help="write the embedded catalog to a folder")
-    p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
+    p = commands.add_parser("data", help="make prompts from your items (--items), or write the embedded catalog")
+    p.add_argument("--items", metavar="FOLDER", help="your products, in any of the course's formats: their prompts "
+                   "go to --out (train / val / test JSONL)")
+    p.add_argument("--out", required=True, help="folder for the prompts of --items; else for the catalog's "
+                   "items/ and prompts-<cap>/")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
+    p.add_argument("--preset", default="tiny", help="whose tokenizer and summary cut the prompts use")
+    _settings_option(p)
     for split, size in (("train", 4_000), ("val", 200), ("test", 400)):
         p.add_argument(f"--{split}", type=_positive, default=size, help=f"{split} items (default {size:,})")
     p.set_defaults(run=data)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from pricer.errors import DataError, hub_errors
 from pricer.files import read_jsonl, write_jsonl
+from pricer.formats import RowProblem, Tally, folder_rows, item_row
 from pricer.prompts import MAX_PRICE, MIN_PRICE, datapoint, make_completion, read_price
 from pricer.sources import resolve
 
@@ -61,7 +62,7 @@ class Item(BaseModel):
     @field_validator("price", mode="before")
     @classmethod
     def _price_as_written(cls, value):
-        return read_price(value) if isinstance(value, str) else value
+        return read_price(value) if isinstance(value, (str, bool)) else value  # true is no price, not $1.00
 
     @field_validator("price")
     @classmethod
@@ -116,10 +117,8 @@ class Item(BaseModel):
     @classmethod
     def from_hub(cls, name: str) -> tuple[list[Self], list[Self], list[Self]]:
         """(train, val, test) Items from a Hub dataset, a local folder, or "embedded"."""
-        source = resolve(name, "items")
-        splits = read_splits(source, kind="items")
-        items = {split: _valid(rows, f"{source}: {split}", lambda row, where: cls.from_row(row, where))
-                 for split, rows in splits.items()}
+        items, tally = read_items(name)
+        tally.print()
         return items["train"], items["val"], items["test"]
 
     @staticmethod
@@ -153,13 +152,67 @@ def make_all_prompts(tokenizer, train, val, test, max_tokens: int = 110) -> None
             item.make_prompts(tokenizer, max_tokens, do_round)
 
 
+def read_items(name: str) -> tuple[dict[str, list[Item]], Tally]:
+    """Items per split from a folder in any of the course's formats (pricer.formats), a Hub dataset or "embedded",
+    and the tally of what was read and skipped (by reason, with file and line). The same text twice is kept once:
+    in the first split it appears in (train, then val, then test), so no test item is a training row."""
+    source = resolve(name, "items")
+    if Path(source).is_dir() and not (Path(source) / "dataset_dict.json").exists():
+        splits = folder_rows(source)
+    else:
+        splits = {s: [(f"{s} row {i}", row) for i, row in enumerate(rows)]
+                  for s, rows in read_splits(source, kind="items").items()}
+    tally, items, seen = Tally(source), {}, {}
+    for split, rows in splits.items():
+        items[split] = []
+        for where, row in rows:
+            tally.read[split] += 1
+            try:
+                if isinstance(row, RowProblem):
+                    raise row
+                fields, style = item_row(row)
+                item = Item.from_row(fields, where)
+            except RowProblem as e:
+                tally.skip(e.reason, f"{where}: {e}")
+                continue
+            except DataError as e:
+                tally.skip("unusable price" if ": price " in str(e) else "invalid item", str(e))
+                continue
+            key = " ".join(item.summary.lower().split())
+            if key in seen:
+                tally.skip("duplicate", f"{where}: the same text as {seen[key]}")
+                continue
+            seen[key] = where
+            items[split].append(item)
+            tally.kept[split] += 1
+            tally.styles[style] += 1
+    empty = [s for s in SPLITS if not items[s]]
+    if empty:
+        raise DataError(f"{source}: the {'/'.join(empty)} split has no usable items; " + "; ".join(tally.lines()))
+    return items, tally
+
+
 def load_prompts(name: str, summary_tokens: int | None = None, tokenizer: str | None = None) -> dict[str, list[dict]]:
     """{"train", "val", "test"} lists of {"prompt", "completion"} rows; bad rows skipped, counted.
 
     `summary_tokens` and `tokenizer` say how the embedded catalog's prompts are cut (pricer.sources)."""
     source = resolve(name, "prompts", summary_tokens, tokenizer)
     splits = read_splits(source, kind="prompts")
+    _not_items(source, splits["train"][:1])
     return {split: _valid(rows, f"{source}: {split}", check_prompt_row) for split, rows in splits.items()}
+
+
+def _not_items(source: str, rows: list) -> None:
+    """Refuse a folder of products given where prompts belong, saying what it is and how to go on."""
+    row = rows[0] if rows else None
+    if isinstance(row, dict) and not isinstance(row.get("completion"), (str, int, float)):
+        try:
+            style = item_row(row)[1]
+        except DataError:
+            return  # not products either: the row checks say what is wrong
+        raise DataError(f"{source} holds products ({style}: {', '.join(sorted(row))[:60]}), not prompt rows "
+                        "({\"prompt\", \"completion\"}). Give it as items (--set items=FOLDER, or items= in "
+                        "SETTINGS), or make prompts from it: python -m pricer data --items FOLDER --out DIR.")
 
 
 def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
@@ -172,7 +225,13 @@ def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
             raw[f.stem], skipped[f.stem] = read_jsonl(f)
     else:
         raw = _load_with_datasets(name, folder)
-    splits = {ALIASES.get(split, split): rows for split, rows in raw.items()}
+    splits = {}
+    for split, rows in raw.items():
+        same = [s for s in raw if ALIASES.get(s, s) == ALIASES.get(split, split)]
+        if len(same) > 1:
+            raise DataError(f"{name}: {' and '.join(same)} are both the val split; keep one (rename or move the "
+                            "other), so it is clear which rows are which.")
+        splits[ALIASES.get(split, split)] = rows
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"{name}: no {'/'.join(missing)} split (found {', '.join(raw) or 'nothing'}); "
