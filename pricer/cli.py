@@ -49,15 +49,17 @@ def lab(args) -> None:
     run_lab(args.preset, args.runs_dir, fresh=args.fresh, settings=parse_settings(args.set), t4=args.t4)
 
 
-def _preset(args):
-    """The chosen preset with its --set values, resolved, after joining (or launching) the --gpus processes."""
+def _job(args):
+    """The chosen preset with its --set values resolved into one job (names, data read once, device), after
+    joining (or launching) the --gpus processes."""
     from pricer import distributed
     from pricer.config import get_preset, parse_settings
-    from pricer.sources import resolve_preset
+    from pricer.job import items_set, resolve_job
 
     preset = get_preset(args.preset, **parse_settings(args.set))  # bad values are refused before any launch
+    items_set(preset)  # items= and prompts= together: refused before any launch
     distributed.start(args.argv, args.gpus)
-    return resolve_preset(preset)
+    return resolve_job(preset)
 
 
 def train(args) -> None:
@@ -65,41 +67,51 @@ def train(args) -> None:
     from pricer import distributed
     from pricer.train import train as run
 
-    result = run(_preset(args), args.output_dir, max_steps=args.max_steps, push=args.push,
+    result = run(_job(args), args.output_dir, max_steps=args.max_steps, push=args.push, seed=args.seed,
                  micro_batch=args.micro_batch, checkpointing=args.checkpointing, fast=not args.plain)
     if distributed.is_main():
         print(f"pricer: adapter saved to {result.run_dir} after {result.steps} steps")
 
 
 def evaluate(args) -> None:
-    """Score base + adapter (the newest finished run of this base and data by default) with batched expected prices."""
+    """Score base + adapter (by default the newest finished run that fits, said) with batched expected prices."""
     from pricer import distributed
     from pricer.evaluator import evaluate as score
-    from pricer.items import load_prompts
     from pricer.models import load_finetuned, load_model, load_tokenizer
     from pricer.predict import PricePredictor
-    from pricer.runs import compatible, latest_adapter
 
-    preset = _preset(args)  # --gpus N: the test items are sharded over N processes
-    prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
-    adapter = None if args.base else args.adapter or latest_adapter(args.output_dir, preset)
-    if not args.base and adapter is None:
-        raise PricerError(f"no finished {preset.name} run of this base model and data in {args.output_dir}: train "
-                          "first (the same --preset and --set), pass --adapter PATH_OR_REPO, or --base for the "
-                          "untrained model")
-    if adapter and os.path.isdir(adapter):
-        why = compatible(adapter, preset, prompts["train"])
-        if why:
-            raise PricerError(f"the adapter in {adapter} does not fit this evaluation: {why}. Pass the same "
-                              "--preset and --set it was trained with, or another --adapter.")
-    model = (load_finetuned(preset.base_model, str(adapter), preset.quant, args.revision) if adapter
+    job = _job(args)  # --gpus N: the test items are sharded over N processes
+    preset = job.preset
+    adapter = None if args.base else _adapter(args, job)
+    model = (load_finetuned(preset.base_model, adapter, preset.quant, args.revision) if adapter
              else load_model(preset.base_model, preset.quant))
-    test = prompts["test"]
+    test = job.test_rows
     predictor = distributed.Sharded(PricePredictor(model, load_tokenizer(preset.base_model), stat=args.stat))
     title = f"{'Fine-tuned' if adapter else 'Base model'} {args.stat} price ({preset.name})"
     score(predictor, test, size=min(args.size or len(test), len(test)), title=title,
-          meta={"preset": preset.name, "data": preset.prompts,
+          meta={"preset": preset.name, "data": preset.prompts, "seed": args.seed,
                 "model": f"{preset.base_model} + {adapter}" if adapter else preset.base_model})
+
+
+def _adapter(args, job) -> str:
+    """--adapter checked (a folder, a run or a Hub repo), else the newest finished run that fits; which and why said."""
+    from pricer import distributed
+    from pricer.runs import adapter_folder, choose_adapter, compatible
+
+    if args.adapter:
+        adapter = adapter_folder(args.adapter, args.revision)
+        why = compatible(adapter, job.preset, job.prompts["train"]) if os.path.isdir(adapter) else None
+        if why:
+            raise PricerError(f"the adapter in {adapter} does not fit this evaluation: {why}. Pass the same "
+                              "--preset and --set it was trained with, or another --adapter.")
+        return adapter
+    folder, why = choose_adapter(args.output_dir, job.preset, job.train_rows, args.max_steps, args.seed)
+    if folder is None:
+        raise PricerError(f"{why}: train first (the same --preset, --set and --max-steps), pass --adapter "
+                          "PATH_OR_REPO, or --base for the untrained model")
+    if distributed.is_main():
+        print(f"pricer: {why}")
+    return str(folder)
 
 
 def human_template(args) -> None:
@@ -163,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="QLoRA fine-tuning; rerun the same command to resume")
     _run_options(p, gpus="data-parallel over N GPUs of this machine (accelerate), same effective batch")
     p.add_argument("--max-steps", type=_positive, help="stop after N optimizer steps (a short trial run)")
+    p.add_argument("--seed", type=int, default=42, help="training seed; another seed is another run")
     p.add_argument("--push", metavar="HUBNAME", help="also push checkpoints and the adapter to this private Hub repo")
     p.add_argument("--micro-batch", type=_positive, help="rows per forward pass (default: the largest that fits)")
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
@@ -172,7 +185,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="expected-price evaluation of a trained adapter on the test split")
     _run_options(p, gpus="shard the test items over N GPUs of this machine, results gathered in order")
-    p.add_argument("--adapter", help="adapter folder or Hub repo (default: the newest matching finished run)")
+    p.add_argument("--adapter", help="adapter folder, run folder or Hub repo (default: the newest finished run "
+                   "of this preset, data and --max-steps)")
+    p.add_argument("--max-steps", type=_positive, help="pick the newest finished N-step trial run, not a full one")
+    p.add_argument("--seed", type=int, help="pick only runs trained with this seed (default: any)")
     p.add_argument("--revision", help="with a Hub --adapter: the commit or branch to load (the course's REVISION)")
     p.add_argument("--base", action="store_true", help="the untrained base model, no adapter")
     p.add_argument("--size", type=_positive, help="test items (default: all)")
