@@ -277,8 +277,8 @@ def start(notebook: int, preset: str | None = None, lab_dir: str | Path | None =
     reads_lab_2 = notebook >= 3 and lab.has_saved_prompts  # lab 2's own prompts: what notebooks 3-5 score and train on
     if reads_lab_2:
         chosen = replace(chosen, prompts=str(lab.saved_prompts))
-    # notebooks 3-5 train on prompts: lab 2's, else the preset's, made from its items when items= is set
-    lab.preset = resolve_preset(chosen) if reads_lab_2 or notebook < 3 else with_prompts(chosen)
+    # notebooks 3-5 train on prompts: lab 2's, else the preset's, made from its items when items= is set (said)
+    lab.preset = resolve_preset(chosen) if reads_lab_2 else with_prompts(chosen)
     if reads_lab_2:
         lab.check_saved_prompts()
     print(describe(lab, why))
