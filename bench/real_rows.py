@@ -186,9 +186,15 @@ def split_of(key: str) -> str:
     return "train" if bucket < SPLIT_SHARES[0] else "val" if bucket < SPLIT_SHARES[1] else "test"
 
 
-def normalise(summary: str, style: str) -> str:
-    """One layout for every style: the title on its own line, then the text without labels or list brackets."""
-    text = summary
+def normalise(item: dict, style: str) -> str:
+    """One layout for every style: the title on its own line, then the text without labels or list brackets.
+
+    Raw listings are first cleaned as the package cleans them (pricer.listings: part numbers out)."""
+    text = item["summary"]
+    if style == "raw":
+        from pricer.listings import listing_text
+
+        text = listing_text(user_row(item, style))
     if style == "stripped":
         text = re.sub(r"^Title (.*?) (Category .*)$", r"\1\n\2", text, flags=re.S)
         text = re.sub(r"\b(Category|Brand|Description|Details) ", "", text)
@@ -196,7 +202,7 @@ def normalise(summary: str, style: str) -> str:
     text = re.sub(r"\[\s*'|'\s*\]|\[\s*\"|\"\s*\]|',\s*'|\",\s*\"|\[\]", " ", text)  # Python list reprs
     lines = [re.sub(r"[ \t\u00a0\u202f]+", " ", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    return "\n".join([lines[0], " ".join(lines[1:])]).strip() if lines else summary
+    return "\n".join([lines[0], " ".join(lines[1:])]).strip() if lines else item["summary"]
 
 
 def listing_value(text: str):
@@ -287,7 +293,7 @@ def write(out: Path, splits: dict, sources: list[dict], normalised: bool = False
     """train / val / test JSONL of Item rows, and sources.json; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     for split, entries in splits.items():
-        rows = [{**item, "summary": normalise(item["summary"], style)} if normalised else user_row(item, style)
+        rows = [{**item, "summary": normalise(item, style)} if normalised else user_row(item, style)
                 for item, style, _ in entries]
         with (out / f"{split}.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
