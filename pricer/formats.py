@@ -202,6 +202,12 @@ class Tally:
     skipped: Counter = field(default_factory=Counter)  # reason -> rows
     first: dict = field(default_factory=dict)  # reason -> "file, line N: detail"
     shortened: Counter = field(default_factory=Counter)  # split -> summaries the cut shortened (when prompts are made)
+    repeats: int = 0  # kept rows whose text is also in another split
+
+    def repeat(self, where: str) -> None:
+        """A kept row whose text is also in another split."""
+        self.repeats += 1
+        self.first.setdefault("repeat", where)
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] += 1
@@ -213,6 +219,9 @@ class Tally:
         styles = ", ".join(f"{n:,} {style}" for style, n in self.styles.most_common())
         out = [f"read {sum(self.read.values()):,} rows from {self.source}; kept {splits} (train / val / test): {styles}"]
         out += [f"skipped {n:,} ({reason}); first: {self.first[reason]}" for reason, n in self.skipped.most_common()]
+        if self.repeats:
+            out.append(f"{self.repeats:,} rows have the same text as a row of another split (first: {self.first['repeat']})"
+                       ": a test item seen in training scores memory; remove them if the test should be unseen")
         if self.shortened:
             total = sum(self.kept.values())
             out.append(f"the summary cut shortened {sum(self.shortened.values()):,} of {total:,} summaries "

@@ -154,8 +154,9 @@ def make_all_prompts(tokenizer, train, val, test, max_tokens: int = 110) -> None
 
 def read_items(name: str) -> tuple[dict[str, list[Item]], Tally]:
     """Items per split from a folder in any of the course's formats (pricer.formats), a Hub dataset or "embedded",
-    and the tally of what was read and skipped (by reason, with file and line). The same text twice is kept once:
-    in the first split it appears in (train, then val, then test), so no test item is a training row."""
+    and the tally of what was read and skipped (by reason, with file and line). Raw listings are deduplicated as
+    week 6 does (pricer.listings); other rows are kept as written, and a text that repeats one of another split
+    is counted and said (a test item seen in training scores memory, not pricing)."""
     source = resolve(name, "items")
     if Path(source).is_dir() and not (Path(source) / "dataset_dict.json").exists():
         splits = folder_rows(source)
@@ -179,10 +180,12 @@ def read_items(name: str) -> tuple[dict[str, list[Item]], Tally]:
                 tally.skip("unusable price" if ": price " in str(e) else "invalid item", str(e))
                 continue
             key = " ".join(item.summary.lower().split())
-            if key in seen:
-                tally.skip("duplicate", f"{where}: the same text as {seen[key]}")
+            if key in seen and style == "raw listings":
+                tally.skip("duplicate", f"{where}: the same text as {seen[key][1]}")
                 continue
-            seen[key] = where
+            if key in seen and seen[key][0] != split:
+                tally.repeat(f"{where} repeats {seen[key][1]}")
+            seen.setdefault(key, (split, where))
             items[split].append(item)
             tally.kept[split] += 1
             tally.styles[style] += 1

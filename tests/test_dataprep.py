@@ -45,16 +45,18 @@ def test_bad_rows_are_skipped_by_reason_with_file_and_line(tmp_path, capsys):
     bad = [{**good[0], "title": "Delphi pump, priced true", "summary": "Delphi pump", "price": True},
            {**row("raw listings", PRODUCTS[1]), "price": "None"},  # Amazon metadata's missing price
            {"messages": [{"role": "user", "content": "Title: Bose QC35"}, {"role": "assistant", "content": "P16"}]},
-           good[2]]  # a copy of a training row
+           good[2],  # a copy of a training row: kept as written
+           row("raw listings", PRODUCTS[1]), row("raw listings", PRODUCTS[1])]  # a listing twice: week 6 keeps one
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[:6] + bad) + "{not json\n")
     (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[6:8]))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[8:] + [good[0]]))
     items, tally = read_items(str(tmp_path))
-    assert [len(items[s]) for s in ("train", "val", "test")] == [6, 2, 2]
-    assert tally.skipped == {"unusable price": 3, "duplicate": 2, "not valid JSON": 1}
+    assert [len(items[s]) for s in ("train", "val", "test")] == [8, 2, 3]  # written twice: kept, and said
+    assert tally.skipped == {"unusable price": 3, "not valid JSON": 1, "duplicate": 1}
+    assert tally.first["duplicate"] == "train.jsonl, line 12: the same text as train.jsonl, line 11"
     assert tally.first["unusable price"].startswith("train.jsonl, line 7: ")
-    assert tally.first["duplicate"] == "train.jsonl, line 10: the same text as train.jsonl, line 3"
-    assert tally.first["not valid JSON"].startswith("train.jsonl, line 11")
+    assert tally.repeats == 1 and "test.jsonl, line 3 repeats train.jsonl, line 1" in " ".join(tally.lines())
+    assert tally.first["not valid JSON"].startswith("train.jsonl, line 13")
     with pytest.raises(DataError, match="price"):
         Item.from_row({**good[0], "price": True})  # true is no price, not $1.00
     with pytest.raises(DataError, match="not a product row"):
