@@ -125,7 +125,7 @@ def test_an_items_folder_given_as_prompts_says_what_it_is_and_what_to_do(tmp_pat
 
 @pytest.mark.parametrize("style", ["2024 prompts", "items", "raw listings", "punctuation-stripped"])
 def test_an_items_folder_reaches_training_as_exactly_the_prompts_pricer_data_writes(style, tiny_model, home,
-                                                                                    tmp_path, capsys):
+                                                                                    tmp_path, capsys, monkeypatch):
     from pricer.cli import main
     from pricer.items import load_prompts
     from pricer.runs import RUN_FILE, identity, runs_of
@@ -138,8 +138,13 @@ def test_an_items_folder_reaches_training_as_exactly_the_prompts_pricer_data_wri
     assert "read 10 rows" in out and "the summary cut shortened" in out
     made = load_prompts(str(tmp_path / "prompts"))
     assert made["train"][0]["prompt"].startswith("What does this cost to the nearest dollar?\n\n")
+    from pricer import items
+
+    reads = []
+    read_splits = items.read_splits
+    monkeypatch.setattr(items, "read_splits", lambda *a, **k: reads.append(a) or read_splits(*a, **k))
     main(["train", "--max-steps", "1", "--output-dir", str(tmp_path / "out"), *settings, f"items={folder}"])
-    assert "training" in capsys.readouterr().out
+    assert "training" in capsys.readouterr().out and len(reads) == 1  # the prompt rows read once
     [(run_dir, record)] = runs_of(tmp_path / "out")
     preset = get_preset("tiny", base_model=tiny_model, train_rows=4, batch_size=4)
     assert record["identity"]["data"] == identity(preset, made["train"][:4], 1)["data"]  # the very rows written
