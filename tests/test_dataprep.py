@@ -168,6 +168,13 @@ def test_a_notebooks_session_with_items_set_trains_on_the_same_prompts(tiny_mode
     assert lab4.job.train_rows == cli_rows[:lab4.preset.train_rows]
     assert lab4.job.preset == lab4.preset and lab4.job is lab4.job  # resolved and read once
 
+    from pricer.items import Item, make_all_prompts  # notebook 2's own steps, as its cells run them
+    from pricer.models import load_tokenizer
+
+    train, val, test = Item.from_hub(lab2.preset.items)
+    make_all_prompts(load_tokenizer(lab2.preset.base_model), train, val, test, lab2.preset.summary_tokens)
+    assert [i.to_datapoint() for i in train] == cli_rows  # the lab's prompts are pricer data's
+
 
 def test_seeds_are_separate_runs_and_a_rerun_of_one_finds_it(tiny_model, home, tmp_path, capsys):
     from pricer.config import get_preset
