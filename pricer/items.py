@@ -5,13 +5,14 @@
     Item.save_prompts("data/prompts", train, val, test)         # offline twin of push_prompts_to_hub
     prompts = load_prompts("data/prompts")                      # {"train": [...], "val": [...], "test": [...]}
 
-Two dataset shapes, as on the Hub: items (every field, splits train / validation / test) and
-prompts ({"prompt", "completion"} rows, splits train / val / test). Either split spelling is
-accepted everywhere. Data is read as people have it: UTF-8 with or without a byte-order mark,
-prices and completions written "$1,299.00", no `category`. A line that isn't JSON or a row
-that isn't valid is skipped and counted (one line per split names the file, line and why); a
-split where nothing survives is an error. A malformed single `Item` raises a `DataError`
-naming the field.
+Two dataset shapes, as on the Hub: items (splits train / validation / test) and prompts
+({"prompt", "completion"} rows, splits train / val / test). Either split spelling is accepted
+everywhere, both at once refused. Items are read as people have them: in any of the course's
+formats (pricer.formats: its Item rows, 2024 prompts, prompt rows, chat rows, raw listings),
+UTF-8 with or without a byte-order mark, prices written "$1,299.00", no `category`. A line
+that isn't JSON or a row that isn't valid is skipped and counted by reason, the first of each
+named by file and line; a split where nothing survives is an error. A malformed single `Item`
+raises a `DataError` naming the field.
 """
 
 import math
@@ -299,10 +300,3 @@ def _write_splits(path: str | Path, splits: dict[str, list[dict]]) -> Path:
     for split, rows in splits.items():
         write_jsonl(folder / f"{split}.jsonl", rows)  # whole files only: an interrupted write leaves none
     return folder
-
-
-
-def lab_prompts(data_dir: str | Path, fallback: str) -> str:
-    """Lab 2's saved prompts (data_dir/prompts) when they exist, else `fallback` (a Hub name)."""
-    folder = Path(data_dir).expanduser() / "prompts"
-    return str(folder) if (folder / "test.jsonl").exists() else fallback
