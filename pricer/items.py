@@ -192,7 +192,7 @@ def read_items(name: str) -> tuple[dict[str, list[Item]], Tally]:
             tally.styles[style] += 1
     empty = [s for s in SPLITS if not items[s]]
     if empty:
-        raise DataError(f"{source}: the {'/'.join(empty)} split has no usable items; " + "; ".join(tally.lines()))
+        raise DataError(f"{source}: the {'/'.join(empty)} split has no usable rows; " + "; ".join(tally.lines()))
     return items, tally
 
 
