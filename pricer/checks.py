@@ -2,7 +2,7 @@
 
     checks.gpus(args.gpus)                  # --gpus N on a machine with fewer: refused by name
     checks.train(args, preset)              # --micro-batch, --push (name, network, token), --output-dir
-    checks.rows_and_room(args, preset)      # batch size against the rows, disk room for the checkpoints
+    checks.rows_and_room(args, job)         # batch size against the job's rows, disk room for the checkpoints
     checks.evaluate(args, preset)           # --base / --adapter / --revision, the results folder
 
 Each refusal is a SettingError or ResourceError naming the option, the value and the remedy, so
@@ -59,12 +59,12 @@ def train(args, preset) -> None:
     check_folder(args.output_dir, "--output-dir")
 
 
-def rows_and_room(args, preset) -> None:
-    """After the names are resolved: a batch no larger than the training rows, and disk room for the checkpoints."""
+def rows_and_room(args, job) -> None:
+    """After the names are resolved (a pricer.job.Job): a batch no larger than the training rows, and disk room
+    for the checkpoints."""
     from pricer.files import check_folder
-    from pricer.train import training_rows
 
-    rows = len(training_rows(preset))
+    preset, rows = job.preset, len(job.train_rows)
     if preset.batch_size > rows:
         raise SettingError(f"batch_size={preset.batch_size} is more than the {rows:,} training rows: set "
                            f"--set batch_size={min(rows, 32)} (at most {rows:,}), or give more rows")
@@ -86,7 +86,7 @@ def evaluate(args, preset) -> None:
     fetched, a results folder to write into."""
     from pricer.evaluator import results_folder
     from pricer.files import check_folder
-    from pricer.runs import adapter_problem
+    from pricer.runs import adapter_folder
     from pricer.sources import looks_like_path
 
     if args.base and args.adapter:
@@ -95,10 +95,7 @@ def evaluate(args, preset) -> None:
     if args.revision and not args.adapter:
         raise SettingError("--revision picks a commit of a Hub --adapter: give --adapter too, or leave it out")
     if args.adapter and (looks_like_path(args.adapter) or args.adapter.count("/") != 1):
-        problem = adapter_problem(args.adapter)
-        if problem:
-            raise SettingError(f"--adapter {args.adapter}: {problem}. Give a run folder (OUTPUT_DIR/<run>) or a Hub "
-                               "repo holding adapter_config.json and adapter_model.safetensors")
+        adapter_folder(args.adapter, args.revision)  # a run, adapter or checkpoint folder that holds one, or refused
     elif args.adapter:
         hub_name(args.adapter, "--adapter")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):

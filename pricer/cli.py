@@ -3,6 +3,7 @@
     python -m pricer lab                      # the whole lab, tiny preset, offline (the main job)
     python -m pricer data --out data/catalog  # the embedded catalog as train / val / test folders
     python -m pricer data --out data/lite --train 20000 --val 1000 --test 1000   # any sizes
+    python -m pricer data --items my_items --out data/mine --preset smol   # your products as the preset's prompts
     python -m pricer train --preset lite      # QLoRA fine-tuning; the same command again resumes
     python -m pricer evaluate --preset lite   # the newest matching adapter's expected prices on the test split
     python -m pricer human-template --out human.csv   # test products for a class to price
@@ -25,13 +26,22 @@ from pricer.errors import PricerError, SettingError
 
 
 def data(args) -> None:
-    """Write the embedded catalog's items and prompts to a folder."""
-    from pricer.config import get_preset
+    """Make prompts from your items (--items), or write the embedded catalog's items and prompts to a folder."""
+    from pricer.config import get_preset, parse_settings
     from pricer.files import check_folder
-    from pricer.sources import write_catalog
+    from pricer.sources import resolve, write_catalog
 
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, **parse_settings(args.set))
     check_folder(args.out, "--out")
+    if args.items:
+        from pricer.dataprep import prepare
+
+        tally = prepare(args.items, args.out, preset.summary_tokens, resolve(preset.base_model, "model"))
+        tally.print()
+        print(f"pricer: prompts for preset {preset.name!r} (summaries cut at {preset.summary_tokens} tokens) written "
+              f"to {args.out}; train on them with: python -m pricer train --preset {preset.name} --set "
+              f"items={args.items} (or prompts={args.out})")
+        return
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     out = write_catalog(args.out, seed=args.seed, sizes=sizes, summary_tokens=preset.summary_tokens)
     print(f"pricer: catalog ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} rows) written to {out}/items "
@@ -46,21 +56,23 @@ def lab(args) -> None:
     run_lab(args.preset, args.runs_dir, fresh=args.fresh, settings=parse_settings(args.set), t4=args.t4)
 
 
-def _preset(args, check=None):
-    """The chosen preset with its --set values, resolved, after joining (or launching) the --gpus processes.
+def _job(args, check=None):
+    """The chosen preset with its --set values resolved into one job (names, data read once, device), after
+    joining (or launching) the --gpus processes.
 
     Bad values, GPUs that aren't there and `check(preset)`'s refusals come before any launch."""
     from pricer import distributed
     from pricer.config import get_preset, parse_settings
-    from pricer.sources import resolve_preset
+    from pricer.job import items_set, resolve_job
 
     preset = get_preset(args.preset, **parse_settings(args.set))
+    items_set(preset)  # items= and prompts= together: refused before any launch
     if distributed.world_size() == 1:
         checks.gpus(args.gpus)
     if check:
         check(preset)
     distributed.start(args.argv, args.gpus)
-    return resolve_preset(preset)
+    return resolve_job(preset)
 
 
 def train(args) -> None:
@@ -68,44 +80,54 @@ def train(args) -> None:
     from pricer import distributed
     from pricer.train import train as run
 
-    preset = _preset(args, check=lambda p: checks.train(args, p))
+    job = _job(args, check=lambda p: checks.train(args, p))
     if distributed.is_main():
-        checks.rows_and_room(args, preset)
-    result = run(preset, args.output_dir, max_steps=args.max_steps, push=args.push,
+        checks.rows_and_room(args, job)
+    result = run(job, args.output_dir, max_steps=args.max_steps, push=args.push, seed=args.seed,
                  micro_batch=args.micro_batch, checkpointing=args.checkpointing, fast=not args.plain)
     if distributed.is_main():
         print(f"pricer: adapter saved to {result.run_dir} after {result.steps} steps")
 
 
 def evaluate(args) -> None:
-    """Score base + adapter (the newest finished run of this base and data by default) with batched expected prices."""
+    """Score base + adapter (by default the newest finished run that fits, said) with batched expected prices."""
     from pricer import distributed
     from pricer.evaluator import evaluate as score
-    from pricer.items import load_prompts
     from pricer.models import load_finetuned, load_model, load_tokenizer
     from pricer.predict import PricePredictor
-    from pricer.runs import compatible, latest_adapter
 
-    preset = _preset(args, check=lambda p: checks.evaluate(args, p))  # --gpus N: test items sharded over N
-    prompts = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
-    adapter = None if args.base else args.adapter or latest_adapter(args.output_dir, preset)
-    if not args.base and adapter is None:
-        raise PricerError(f"no finished {preset.name} run of this base model and data in {args.output_dir}: train "
-                          "first (the same --preset and --set), pass --adapter PATH_OR_REPO, or --base for the "
-                          "untrained model")
-    if adapter and os.path.isdir(adapter):
-        why = compatible(adapter, preset, prompts["train"])
-        if why:
-            raise PricerError(f"the adapter in {adapter} does not fit this evaluation: {why}. Pass the same "
-                              "--preset and --set it was trained with, or another --adapter.")
-    model = (load_finetuned(preset.base_model, str(adapter), preset.quant, args.revision) if adapter
+    job = _job(args, check=lambda p: checks.evaluate(args, p))  # --gpus N: test items sharded over N
+    preset = job.preset
+    adapter = None if args.base else _adapter(args, job)
+    model = (load_finetuned(preset.base_model, adapter, preset.quant, args.revision) if adapter
              else load_model(preset.base_model, preset.quant))
-    test = prompts["test"]
+    test = job.test_rows
     predictor = distributed.Sharded(PricePredictor(model, load_tokenizer(preset.base_model), stat=args.stat))
     title = f"{'Fine-tuned' if adapter else 'Base model'} {args.stat} price ({preset.name})"
     score(predictor, test, size=min(args.size or len(test), len(test)), title=title,
-          meta={"preset": preset.name, "data": preset.prompts,
+          meta={"preset": preset.name, "data": preset.prompts, "seed": args.seed,
                 "model": f"{preset.base_model} + {adapter}" if adapter else preset.base_model})
+
+
+def _adapter(args, job) -> str:
+    """--adapter checked (a folder, a run or a Hub repo), else the newest finished run that fits; which and why said."""
+    from pricer import distributed
+    from pricer.runs import adapter_folder, choose_adapter, compatible
+
+    if args.adapter:
+        adapter = adapter_folder(args.adapter, args.revision)
+        why = compatible(adapter, job.preset, job.prompts["train"]) if os.path.isdir(adapter) else None
+        if why:
+            raise PricerError(f"the adapter in {adapter} does not fit this evaluation: {why}. Pass the same "
+                              "--preset and --set it was trained with, or another --adapter.")
+        return adapter
+    folder, why = choose_adapter(args.output_dir, job.preset, job.train_rows, args.max_steps, args.seed)
+    if folder is None:
+        raise PricerError(f"{why}: train first (the same --preset, --set and --max-steps), pass --adapter "
+                          "PATH_OR_REPO, or --base for the untrained model")
+    if distributed.is_main():
+        print(f"pricer: {why}")
+    return str(folder)
 
 
 def human_template(args) -> None:
@@ -166,11 +188,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("data", help="write the embedded catalog to a folder")
+    p = commands.add_parser("data", help="make prompts from your items (--items), or write the embedded catalog")
     _debug_option(p)
-    p.add_argument("--out", required=True, help="folder to write items/ and prompts-<cap>/ into")
+    p.add_argument("--items", metavar="FOLDER", help="your products, in any of the course's formats: their prompts "
+                   "go to --out (train / val / test JSONL)")
+    p.add_argument("--out", required=True, help="folder for the prompts of --items; else for the catalog's "
+                   "items/ and prompts-<cap>/")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--preset", default="tiny", help="whose summary cap the prompts use")
+    p.add_argument("--preset", default="tiny", help="whose tokenizer and summary cut the prompts use")
+    _settings_option(p)
     for split, size in (("train", 4_000), ("val", 200), ("test", 400)):
         p.add_argument(f"--{split}", type=_positive, default=size, help=f"{split} items (default {size:,})")
     p.set_defaults(run=data)
@@ -188,6 +214,7 @@ def parser() -> argparse.ArgumentParser:
     _debug_option(p)
     _run_options(p, gpus="data-parallel over N GPUs of this machine (accelerate), same effective batch")
     p.add_argument("--max-steps", type=_positive, help="stop after N optimizer steps (a short trial run)")
+    p.add_argument("--seed", type=int, default=42, help="training seed; another seed is another run")
     p.add_argument("--push", metavar="HUBNAME", help="also push checkpoints and the adapter to this private Hub repo")
     p.add_argument("--micro-batch", type=_positive, help="rows per forward pass (default: the largest that fits)")
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
@@ -198,7 +225,10 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="expected-price evaluation of a trained adapter on the test split")
     _debug_option(p)
     _run_options(p, gpus="shard the test items over N GPUs of this machine, results gathered in order")
-    p.add_argument("--adapter", help="adapter folder or Hub repo (default: the newest matching finished run)")
+    p.add_argument("--adapter", help="adapter folder, run folder or Hub repo (default: the newest finished run "
+                   "of this preset, data and --max-steps)")
+    p.add_argument("--max-steps", type=_positive, help="pick the newest finished N-step trial run, not a full one")
+    p.add_argument("--seed", type=int, help="pick only runs trained with this seed (default: any)")
     p.add_argument("--revision", help="with a Hub --adapter: the commit or branch to load (the course's REVISION)")
     p.add_argument("--base", action="store_true", help="the untrained base model, no adapter")
     p.add_argument("--size", type=_positive, help="test items (default: all)")

@@ -5,13 +5,14 @@
     Item.save_prompts("data/prompts", train, val, test)         # offline twin of push_prompts_to_hub
     prompts = load_prompts("data/prompts")                      # {"train": [...], "val": [...], "test": [...]}
 
-Two dataset shapes, as on the Hub: items (every field, splits train / validation / test) and
-prompts ({"prompt", "completion"} rows, splits train / val / test). Either split spelling is
-accepted everywhere. Data is read as people have it: UTF-8 with or without a byte-order mark,
-prices and completions written "$1,299.00", no `category`. A line that isn't JSON or a row
-that isn't valid is skipped and counted (one line per split names the file, line and why); a
-split where nothing survives is an error. A malformed single `Item` raises a `DataError`
-naming the field.
+Two dataset shapes, as on the Hub: items (splits train / validation / test) and prompts
+({"prompt", "completion"} rows, splits train / val / test). Either split spelling is accepted
+everywhere, both at once refused. Items are read as people have them: in any of the course's
+formats (pricer.formats: its Item rows, 2024 prompts, prompt rows, chat rows, raw listings),
+UTF-8 with or without a byte-order mark, prices written "$1,299.00", no `category`. A line
+that isn't JSON or a row that isn't valid is skipped and counted by reason, the first of each
+named by file and line; a split where nothing survives is an error. A malformed single `Item`
+raises a `DataError` naming the field.
 """
 
 import math
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from pricer.errors import DataError, hub_errors
 from pricer.files import read_jsonl, write_jsonl
+from pricer.formats import RowProblem, Tally, folder_rows, item_row
 from pricer.prompts import MAX_PRICE, MIN_PRICE, datapoint, make_completion, read_price
 from pricer.sources import resolve
 
@@ -61,7 +63,7 @@ class Item(BaseModel):
     @field_validator("price", mode="before")
     @classmethod
     def _price_as_written(cls, value):
-        return read_price(value) if isinstance(value, str) else value
+        return read_price(value) if isinstance(value, (str, bool)) else value  # true is no price, not $1.00
 
     @field_validator("price")
     @classmethod
@@ -116,10 +118,8 @@ class Item(BaseModel):
     @classmethod
     def from_hub(cls, name: str) -> tuple[list[Self], list[Self], list[Self]]:
         """(train, val, test) Items from a Hub dataset, a local folder, or "embedded"."""
-        source = resolve(name, "items")
-        splits = read_splits(source, kind="items")
-        items = {split: _valid(rows, f"{source}: {split}", lambda row, where: cls.from_row(row, where))
-                 for split, rows in splits.items()}
+        items, tally = read_items(name)
+        tally.print()
         return items["train"], items["val"], items["test"]
 
     @staticmethod
@@ -153,13 +153,70 @@ def make_all_prompts(tokenizer, train, val, test, max_tokens: int = 110) -> None
             item.make_prompts(tokenizer, max_tokens, do_round)
 
 
+def read_items(name: str) -> tuple[dict[str, list[Item]], Tally]:
+    """Items per split from a folder in any of the course's formats (pricer.formats), a Hub dataset or "embedded",
+    and the tally of what was read and skipped (by reason, with file and line). Raw listings are deduplicated as
+    week 6 does (pricer.listings); other rows are kept as written, and a text that repeats one of another split
+    is counted and said (a test item seen in training scores memory, not pricing)."""
+    source = resolve(name, "items")
+    if Path(source).is_dir() and not (Path(source) / "dataset_dict.json").exists():
+        splits = folder_rows(source)
+    else:
+        splits = {s: [(f"{s} row {i}", row) for i, row in enumerate(rows)]
+                  for s, rows in read_splits(source, kind="items").items()}
+    tally, items, seen = Tally(source), {}, {}
+    for split, rows in splits.items():
+        items[split] = []
+        for where, row in rows:
+            tally.read[split] += 1
+            try:
+                if isinstance(row, RowProblem):
+                    raise row
+                fields, style = item_row(row)
+                item = Item.from_row(fields, where)
+            except RowProblem as e:
+                tally.skip(e.reason, f"{where}: {e}")
+                continue
+            except DataError as e:
+                tally.skip("unusable price" if ": price " in str(e) else "invalid item", str(e))
+                continue
+            key = " ".join(item.summary.lower().split())
+            if key in seen and style == "raw listings":
+                tally.skip("duplicate", f"{where}: the same text as {seen[key][1]}")
+                continue
+            if key in seen and seen[key][0] != split:
+                tally.repeat(f"{where} repeats {seen[key][1]}")
+            seen.setdefault(key, (split, where))
+            items[split].append(item)
+            tally.kept[split] += 1
+            tally.styles[style] += 1
+    empty = [s for s in SPLITS if not items[s]]
+    if empty:
+        raise DataError(f"{source}: the {'/'.join(empty)} split has no usable rows; " + "; ".join(tally.lines()))
+    return items, tally
+
+
 def load_prompts(name: str, summary_tokens: int | None = None, tokenizer: str | None = None) -> dict[str, list[dict]]:
     """{"train", "val", "test"} lists of {"prompt", "completion"} rows; bad rows skipped, counted.
 
     `summary_tokens` and `tokenizer` say how the embedded catalog's prompts are cut (pricer.sources)."""
     source = resolve(name, "prompts", summary_tokens, tokenizer)
     splits = read_splits(source, kind="prompts")
+    _not_items(source, splits["train"][:1])
     return {split: _valid(rows, f"{source}: {split}", check_prompt_row) for split, rows in splits.items()}
+
+
+def _not_items(source: str, rows: list) -> None:
+    """Refuse a folder of products given where prompts belong, saying what it is and how to go on."""
+    row = rows[0] if rows else None
+    if isinstance(row, dict) and not isinstance(row.get("completion"), (str, int, float)):
+        try:
+            style = item_row(row)[1]
+        except DataError:
+            return  # not products either: the row checks say what is wrong
+        raise DataError(f"{source} holds products ({style}: {', '.join(sorted(row))[:60]}), not prompt rows "
+                        "({\"prompt\", \"completion\"}). Give it as items (--set items=FOLDER, or items= in "
+                        "SETTINGS), or make prompts from it: python -m pricer data --items FOLDER --out DIR.")
 
 
 def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
@@ -172,7 +229,13 @@ def read_splits(name: str, kind: str) -> dict[str, list[dict]]:
             raw[f.stem], skipped[f.stem] = read_jsonl(f)
     else:
         raw = _load_with_datasets(name, folder)
-    splits = {ALIASES.get(split, split): rows for split, rows in raw.items()}
+    splits = {}
+    for split, rows in raw.items():
+        same = [s for s in raw if ALIASES.get(s, s) == ALIASES.get(split, split)]
+        if len(same) > 1:
+            raise DataError(f"{name}: {' and '.join(same)} are both the val split; keep one (rename or move the "
+                            "other), so it is clear which rows are which.")
+        splits[ALIASES.get(split, split)] = rows
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"{name}: no {'/'.join(missing)} split (found {', '.join(raw) or 'nothing'}); "
@@ -237,10 +300,3 @@ def _write_splits(path: str | Path, splits: dict[str, list[dict]]) -> Path:
     for split, rows in splits.items():
         write_jsonl(folder / f"{split}.jsonl", rows)  # whole files only: an interrupted write leaves none
     return folder
-
-
-
-def lab_prompts(data_dir: str | Path, fallback: str) -> str:
-    """Lab 2's saved prompts (data_dir/prompts) when they exist, else `fallback` (a Hub name)."""
-    folder = Path(data_dir).expanduser() / "prompts"
-    return str(folder) if (folder / "test.jsonl").exists() else fallback

@@ -2,10 +2,11 @@
 
     run = open_run(preset, "outputs", rows, max_steps=None, push="me/pricer-lite")
     run.dir, run.resume, run.finished      # outputs/lite-2026-12-01_10.00.00/, its last good checkpoint
-    latest_adapter("outputs", preset)      # the newest finished run of this base model and data
+    latest_adapter("outputs", preset, rows)  # the newest finished full run of this preset, data and any seed
+    choose_adapter("outputs", preset, rows, max_steps=20, seed=1)   # (folder or None, which and why)
 
 A run is identified by the resolved preset (less where its data lives: the rows' digest stands
-for them), the step cap and the data, so rerunning the same command, in a new Colab runtime
+for them), the step cap, the seed and the data, so rerunning the same command, in a new Colab runtime
 with the folder on Drive, finds the same folder and resumes it. Its record (`pricer_run.json`)
 and checkpoints are validated when read: a damaged one is named and skipped for the previous
 good one. One process trains in a folder at a time. With `push`, the record goes to the Hub repo
@@ -46,15 +47,26 @@ class Run:
         return self.record.get("status") == "finished"
 
 
-def identity(preset, rows: list[dict], max_steps: int | None) -> dict:
-    """What makes two runs the same run: the resolved preset's training values, the step cap and the data."""
+def identity(preset, rows: list[dict], max_steps: int | None, seed: int = 42) -> dict:
+    """What makes two runs the same run: the resolved preset's training values, the step cap, the seed and the data."""
     digest = hashlib.sha256()
     for row in rows:
         digest.update(json.dumps(row, sort_keys=True).encode())
     values = {k: v for k, v in preset.to_dict().items() if k not in NOT_TRAINING}
     if Path(values["base_model"]) == embedded_model_dir():
         values["base_model"] = "embedded"  # the same model in every runtime, wherever PRICER_HOME is
-    return json.loads(json.dumps({"preset": values, "max_steps": max_steps, "data": digest.hexdigest()[:16]}))
+    return json.loads(json.dumps({"preset": values, "max_steps": max_steps, "seed": seed,
+                                  "data": digest.hexdigest()[:16]}))
+
+
+def identity_of(record: dict) -> dict:
+    """A record's identity; one written before seeds were recorded trained with the default seed, 42."""
+    return {"seed": 42, **record["identity"]}
+
+
+def finished_at(run_dir: Path, record: dict) -> str:
+    """When a run finished, as its record says (ISO time); an older record: its file's modification time."""
+    return record.get("finished_at") or datetime.fromtimestamp((Path(run_dir) / RUN_FILE).stat().st_mtime).isoformat()
 
 
 def read_record(run_dir: Path) -> dict | None:
@@ -129,7 +141,7 @@ def runs_of(output_dir: str | Path, name: str = "*") -> list[tuple[Path, dict]]:
 
 def find_run(output_dir: str | Path, ident: dict) -> Path | None:
     """The newest run folder of this identity under output_dir, finished or not."""
-    matches = [d for d, record in runs_of(output_dir, ident["preset"]["name"]) if record["identity"] == ident]
+    matches = [d for d, record in runs_of(output_dir, ident["preset"]["name"]) if identity_of(record) == ident]
     return matches[-1] if matches else None
 
 
@@ -186,15 +198,15 @@ def last_checkpoint(run_dir: Path) -> str | None:
 
 
 def open_run(preset, output_dir: str | Path, rows: list[dict], max_steps: int | None = None,
-             push: str | None = None) -> Run:
-    """The run this preset, data and step cap make: found again (locally, else on the Hub) or created; held."""
-    ident = identity(preset, rows, max_steps)
+             push: str | None = None, seed: int = 42) -> Run:
+    """The run this preset, data, step cap and seed make: found again (locally, else on the Hub) or created; held."""
+    ident = identity(preset, rows, max_steps, seed)
     output_dir = Path(output_dir)
     with distributed.main_first():  # several GPUs: the main process makes the folder, the others find it
         run_dir = find_run(output_dir, ident) or (push and restore_from_hub(push, output_dir, ident))
         if run_dir is None:
             run_dir = _new_folder(output_dir, preset.name)
-            write_record(run_dir, identity=ident, status="running", push=push)
+            write_record(run_dir, identity=ident, status="running", push=push, started_at=_now())
             _push_record(push, run_dir)
     if distributed.is_main():
         acquire_lock(run_dir, "training")
@@ -205,6 +217,10 @@ def open_run(preset, output_dir: str | Path, rows: list[dict], max_steps: int | 
         run.record["status"] = "running"
     run.resume = None if run.finished else last_checkpoint(run.dir)
     return run
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
 
 
 def _new_folder(output_dir: Path, name: str) -> Path:
@@ -229,7 +245,7 @@ def restore_from_hub(repo: str, output_dir: Path, ident: dict) -> Path | None:
             record = json.loads(Path(hf_hub_download(repo, RUN_FILE)).read_text())
         except (EntryNotFoundError, RepositoryNotFoundError):
             return None
-        if record.get("identity") != ident:
+        if not isinstance(record.get("identity"), dict) or identity_of(record) != ident:
             return None
         run_dir = output_dir / record.get("folder", f"{ident['preset']['name']}-from-hub")
         snapshot_download(repo, local_dir=run_dir, allow_patterns=["last-checkpoint/*"])
@@ -257,27 +273,118 @@ def _push_record(repo: str | None, run_dir: Path) -> None:
 
 def finish_run(run: Run, **fields) -> None:
     """Mark the run finished with its figures, locally and (with push) on the Hub."""
-    write_record(run.dir, status="finished", cpu_4bit=cpu_4bit_path(), **fields)  # which CPU 4-bit kernels ran
+    write_record(run.dir, status="finished", finished_at=_now(), cpu_4bit=cpu_4bit_path(), **fields)  # + which CPU 4-bit kernels ran
     run.record = read_record(run.dir) or {}
     _push_record(run.push, run.dir)
 
 
-def latest_adapter(output_dir: str | Path = "outputs", preset=None) -> Path | None:
-    """The newest finished run's adapter folder under output_dir: of `preset` (a name, or a Preset whose
-    base model and training data it must match), with an adapter file that reads back whole."""
-    name = getattr(preset, "name", preset) or "*"
-    finished = [d for d, record in runs_of(output_dir, name)
-                if record.get("status") == "finished" and not adapter_problem(d)]
-    if hasattr(preset, "base_model"):
-        finished = [d for d in finished if compatible(d, preset) is None]
-    return max(finished, key=lambda d: d.name.split("-", 1)[1], default=None)
+def latest_adapter(output_dir: str | Path = "outputs", preset=None, rows: list[dict] | None = None,
+                   max_steps: int | None = None, seed: int | None = None) -> Path | None:
+    """The newest finished run's adapter folder under output_dir whose identity fits (see `choose_adapter`);
+    `preset` may be a name (any run of it) or a resolved Preset; None when none fits (said why)."""
+    if not hasattr(preset, "base_model"):
+        name = preset or "*"
+        found = [(finished_at(d, r), d) for d, r in runs_of(output_dir, name) if _usable(d, r)]
+        return max(found, default=(None, None))[1]
+    folder, why = choose_adapter(output_dir, preset, rows, max_steps, seed)
+    _say(f"pricer: {why}")
+    return folder
 
 
-def compatible(run_dir: Path, preset, train_rows: list[dict] | None = None) -> str | None:
+def _usable(run_dir: Path, record: dict) -> bool:
+    return record.get("status") == "finished" and not adapter_problem(run_dir)
+
+
+def choose_adapter(output_dir: str | Path, preset, rows: list[dict] | None = None, max_steps: int | None = None,
+                   seed: int | None = None) -> tuple[Path | None, str]:
+    """(the newest fitting finished run by its record's finish time, or None; which and why, in words).
+
+    Fits: the same training values as `preset`, the same data digest (when `rows`, the training rows, are
+    given), the same step cap (None: the preset's full run, not a trial) and, when given, the same seed."""
+    rows = rows if rows is not None else _training_rows(preset)
+    wanted = identity(preset, rows, max_steps)
+    fitting, passed = [], []
+    for run_dir, record in runs_of(output_dir, preset.name):
+        if not _usable(run_dir, record):
+            continue
+        theirs = identity_of(record)
+        why = _misfit(theirs, wanted, seed)
+        (passed if why else fitting).append((finished_at(run_dir, record), run_dir, why or f"seed {theirs['seed']}"))
+    steps = f"{max_steps}-step trial" if max_steps else "full run"
+    if not fitting:
+        others = "; ".join(f"{d.name}: {why}" for _, d, why in passed[-3:])
+        return None, (f"no finished {preset.name} {steps} of these training values and data in {output_dir}"
+                      + (f" (passed over {others})" if others else ""))
+    at, run_dir, seeds = max(fitting)
+    return run_dir, (f"adapter {run_dir} ({seeds}, finished {at}): the newest of {len(fitting)} finished "
+                     f"{preset.name} {steps}(s) of these training values and data"
+                     + (f"; passed over {len(passed)} that don't fit" if passed else ""))
+
+
+def _misfit(theirs: dict, wanted: dict, seed: int | None) -> str | None:
+    """Why a run's identity doesn't fit the one wanted (None when it does); any seed fits unless one is asked."""
+    if theirs.get("max_steps") != wanted["max_steps"]:
+        return (f"a {theirs['max_steps']}-step trial (--max-steps {theirs['max_steps']} picks it)"
+                if theirs.get("max_steps") else "a full run, not the trial asked for")
+    if seed is not None and theirs["seed"] != seed:
+        return f"seed {theirs['seed']}, not {seed}"
+    if theirs.get("data") != wanted["data"]:
+        return "trained on other data"
+    differ = sorted(k for k in set(theirs["preset"]) | set(wanted["preset"])
+                    if theirs["preset"].get(k) != wanted["preset"].get(k))
+    return f"other training values ({', '.join(differ)})" if differ else None
+
+
+def _training_rows(preset) -> list[dict]:
+    """The preset's training rows (what `identity` digests), read from its prompts."""
+    from pricer.items import load_prompts
+
+    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)["train"]
+    return rows[:preset.train_rows] if preset.train_rows else rows
+
+
+def adapter_folder(name: str, revision: str | None = None) -> str:
+    """What `--adapter NAME` loads: an adapter folder (a finished run's, or a checkpoint), or a Hub repo id.
+
+    A folder is checked before anything loads: missing, a file, a run with no adapter yet and a folder with
+    no adapter_config.json are each refused by name with the way on; `revision` is only for a Hub repo."""
+    from pricer.sources import environment_offline, looks_like_path
+
+    path = Path(name).expanduser()
+    if looks_like_path(name) or path.exists():
+        where = path.resolve()
+        if revision:
+            raise PricerError(f"--revision {revision} is for an adapter on the Hub; {name} is a local folder.")
+        if not where.exists():
+            raise PricerError(f"--adapter {name}: no such folder ({where}). Give an adapter folder (it holds "
+                              "adapter_config.json), a run folder under --output-dir, or a Hub repo (me/pricer-lite).")
+        if where.is_file():
+            raise PricerError(f"--adapter {name} is a file; give the folder that holds it (adapter_config.json and "
+                              f"{ADAPTER_FILE}).")
+        if not (where / "adapter_config.json").exists():
+            kept = checkpoints(where)
+            if (where / RUN_FILE).exists():
+                raise PricerError(f"--adapter {name}: this run has no final adapter yet (it has not finished): rerun "
+                                  "its train command to finish it" + (f", or give a checkpoint: {kept[-1]}" if kept else ""))
+            raise PricerError(f"--adapter {name}: {where} has no adapter_config.json, so it holds no adapter.")
+        problem = adapter_problem(where)
+        if problem:
+            raise PricerError(f"--adapter {name}: {problem}; give another run or checkpoint.")
+        return str(where)
+    if environment_offline():
+        raise PricerError(f"--adapter {name} is a Hugging Face Hub repo, but the Hub can't be reached here (or "
+                          "PRICER_OFFLINE=1): give a local adapter folder, or connect and rerun.")
+    return name
+
+
+def compatible(run_dir: str | Path, preset, train_rows: list[dict] | None = None) -> str | None:
     """Why the adapter in run_dir doesn't fit this preset's base model (or training data), else None."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        return None  # not one of ours (an adapter folder, a checkpoint, a Hub download): only its shapes can tell
     record = read_record(run_dir)
     if record is None:
-        return None  # not one of ours (e.g. a Hub adapter): only its shapes can tell
+        return None
     trained = record["identity"]["preset"]["base_model"]
     wanted = "embedded" if Path(preset.base_model) == embedded_model_dir() else preset.base_model
     if trained != wanted:

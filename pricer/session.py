@@ -4,6 +4,7 @@
     lab.preset            # chosen once for the whole lab, resolved (names point at real folders)
     lab.outputs           # LAB_DIR/outputs: checkpoints and adapters (on Google Drive in Colab)
     lab.prompts           # lab 2's saved prompts when they exist, else the preset's dataset (said)
+    lab.job               # the resolved job (pricer.job): its rows read once, for training and scoring
     lab.save_prompts(train, val, test)   # lab 2: Item.save_prompts into the lab folder, with what made them
 
 Each Colab notebook is a runtime of its own, and a disconnect wipes /content, so everything a
@@ -19,6 +20,7 @@ CPU. `PRICER_T4=1` rehearses a Colab T4 on a bigger GPU: memory capped at 15 GB 
 reported unavailable, so the fp16 path and the memory plan are the T4's.
 """
 
+import functools
 import gc
 import os
 import sys
@@ -58,6 +60,13 @@ class Lab:
     dir: Path
     preset: object  # a resolved pricer.config.Preset
     notebook: int
+
+    @functools.cached_property
+    def job(self):
+        """The preset resolved into a job (pricer.job.Job): the prompt rows read once, the device named."""
+        from pricer.job import resolve_job
+
+        return resolve_job(self.preset)
 
     @property
     def data(self) -> Path:
@@ -239,7 +248,8 @@ def describe(lab: Lab, why: str) -> str:
     minutes, gb, where = COSTS.get(p.name, {}).get(lab.notebook, (None, None, None))
     cost = (f"; this notebook takes ~{minutes:g} min on {where}" + (f", peak ~{gb:g} GB of GPU memory" if gb else "")
             if minutes else "")
-    lines = [f"Preset {p.name!r} ({why}): {name_of(p.base_model)}, data {name_of(p.prompts)}{cost}.",
+    data = f"items {name_of(p.items)}" if lab.notebook <= 2 else f"data {name_of(p.prompts)}"  # what it reads
+    lines = [f"Preset {p.name!r} ({why}): {name_of(p.base_model)}, {data}{cost}.",
              describe_setup(), f"Lab folder: {lab.dir.resolve()}"]
     if flag("PRICER_T4"):
         lines.append("T4 rehearsal: GPU memory capped at 15 GB, bf16 off (PRICER_T4=1).")
@@ -263,6 +273,7 @@ def _start(notebook: int, preset, lab_dir, settings, quiet) -> Lab:
     from pricer.env import load_secrets
     from pricer.patches.bitsandbytes import without_hub_kernel
     from pricer.progress import known_warnings_off
+    from pricer.job import with_prompts
     from pricer.sources import resolve_preset
 
     load_secrets()  # HF_TOKEN etc. into the environment for the libraries that read it (values never printed)
@@ -280,7 +291,8 @@ def _start(notebook: int, preset, lab_dir, settings, quiet) -> Lab:
     reads_lab_2 = notebook >= 3 and lab.has_saved_prompts  # lab 2's own prompts: what notebooks 3-5 score and train on
     if reads_lab_2:
         chosen = replace(chosen, prompts=str(lab.saved_prompts))
-    lab.preset = resolve_preset(chosen)
+    # notebooks 3-5 train on prompts: lab 2's, else the preset's, made from its items when items= is set (said)
+    lab.preset = resolve_preset(chosen) if reads_lab_2 else with_prompts(chosen)
     if reads_lab_2:
         lab.check_saved_prompts()
     print(describe(lab, why))

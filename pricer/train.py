@@ -328,18 +328,20 @@ def _prompts(preset) -> dict:
     return load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
 
 
-def train(preset, output_dir: str | Path = "outputs", callbacks=(), **options) -> TrainResult:
-    """Fine-tune the preset's base model with QLoRA; a rerun resumes, a finished run is returned as is.
+def train(job, output_dir: str | Path = "outputs", callbacks=(), **options) -> TrainResult:
+    """Fine-tune the job's base model with QLoRA; a rerun resumes, a finished run is returned as is.
 
-    `options` are `Options` fields (max_steps, push, micro_batch, checkpointing, fast, budget_gb, seed)."""
+    `job` is a `pricer.job.Job`, or a preset (resolved into one here). `options` are `Options` fields
+    (max_steps, push, micro_batch, checkpointing, fast, budget_gb, seed); another seed is another run."""
+    from pricer.job import resolve_job
     from pricer.memory import ModelShape
     from pricer.models import load_model, load_tokenizer
-    from pricer.sources import describe, resolve_preset
+    from pricer.sources import describe
 
     options = Options(**options)
-    preset = resolve_preset(preset)
-    rows, val = training_rows(preset), validation_rows(preset)
-    run = open_run(preset, output_dir, rows, options.max_steps, options.push)
+    job = resolve_job(job)
+    preset, rows, val = job.preset, job.train_rows, job.val_rows
+    run = open_run(preset, output_dir, rows, options.max_steps, options.push, options.seed)
     if run.finished:
         print(f"pricer: {run.dir} already finished this run; returning it (delete the folder to train again)")
         return _result(run)

@@ -10,7 +10,8 @@ PACKAGE = Path(pricer.__file__).parent
 LAYERS = [
     {"errors", "distributed", "env", "files", "config", "patches", "patches.fence", "patches.torch",
      "patches.trl", "patches.transformers", "patches.bitsandbytes"},  # foundations: no pricer logic above
-    {"prompts", "catalog", "sources", "items"},  # data: names resolved once, rows read and checked
+    {"prompts", "catalog", "sources", "listings", "formats", "items", "dataprep", "job"},  # data: names resolved
+    # once, rows read and checked
     {"evaluator"},  # evaluation: self-contained (also shipped as util.py)
     {"neural", "baselines", "human", "frontier", "models", "predict"},  # predictors
     {"memory", "speed", "runs", "train"},  # training

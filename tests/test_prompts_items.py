@@ -102,7 +102,9 @@ def test_bulk_load_skips_and_counts_bad_rows(tmp_path, capsys):
     _write(tmp_path, "test", [ROW])
     train, val, test = Item.from_hub(str(tmp_path))
     assert len(train) == 1
-    assert "skipped 2 of 3 malformed train rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped 1 (unusable price); first: train.jsonl, line 2: price" in out
+    assert "skipped 1 (invalid item); first: train.jsonl, line 3: title" in out
 
 
 def test_missing_split_is_a_clear_error(tmp_path):

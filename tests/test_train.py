@@ -357,9 +357,14 @@ def test_cli_evaluates_the_newest_adapter_on_the_test_split(tiny_model, short_pr
     settings = ["--set", f"base_model={tiny_model}", f"prompts={short_prompts}", "train_rows=8", "batch_size=4"]
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--output-dir", str(tmp_path), *settings])
-    assert exit_.value.code == 2 and "no finished tiny run" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "no finished tiny full run" in capsys.readouterr().err
     main(["train", "--max-steps", "1", "--output-dir", str(tmp_path), *settings])
-    main(["evaluate", "--output-dir", str(tmp_path), "--size", "3", *settings])
+    with pytest.raises(SystemExit):  # a 1-step trial is not the preset's finished run: named, not scored
+        main(["evaluate", "--output-dir", str(tmp_path), *settings])
+    err = capsys.readouterr().err
+    assert "passed over tiny-20" in err and "1-step trial (--max-steps 1 picks it)" in err
+    main(["evaluate", "--output-dir", str(tmp_path), "--size", "3", "--max-steps", "1", *settings])
+    assert "the newest of 1 finished tiny 1-step trial" in capsys.readouterr().out
     [saved] = (tmp_path / "results").glob("*.json")
     result = Result.load(saved)
     assert result.name == "Fine-tuned mean price (tiny)" and len(result.guesses) == 3
