@@ -257,4 +257,4 @@ def test_evaluate_takes_an_adapter_folder_a_run_folder_or_refuses_a_bad_path_by_
     monkeypatch.setenv("PRICER_OFFLINE", "1")
     with pytest.raises(SystemExit):
         main(["evaluate", "--adapter", "me/pricer-lite", "--revision", "abc123", *settings])
-    assert "Hub repo, but the Hub can't be reached" in capsys.readouterr().err
+    assert "--adapter me/pricer-lite needs the Hugging Face Hub" in capsys.readouterr().err

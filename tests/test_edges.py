@@ -69,8 +69,8 @@ def can_mount() -> bool:
     (["train", "--set", "lora_alpha=1e400"], ["lora_alpha", "finite"]),
     (["train", "--set", "batch_size=100000000"], ["batch_size=100000000", "train_rows=480"]),
     (["evaluate", "--base", "--adapter", "/no/such"], ["--base", "--adapter /no/such"]),
-    (["evaluate", "--adapter", "/no/such"], ["--adapter /no/such", "does not exist"]),
-    (["evaluate", "--adapter", "{tmp}"], ["adapter_config.json", "missing"]),
+    (["evaluate", "--adapter", "/no/such"], ["--adapter /no/such", "no such folder"]),
+    (["evaluate", "--adapter", "{tmp}"], ["adapter_config.json", "holds no adapter"]),
     (["human-template", "--out", "h.csv", "--size", "100000"], ["--size 100,000", "400 test items"]),
     (["human-template", "--out", "{tmp}"], ["--out", "is a folder"]),
 ])
@@ -189,7 +189,7 @@ def test_runs_whose_record_or_adapter_is_wrong_are_passed_over_by_name(capsys, t
     (folder / "adapter_model.safetensors").write_bytes(b"\0" * 64)  # no adapter_config.json: peft can't load it
     assert latest_adapter(tmp_path / "outputs", "tiny") is None
     code, err = run(capsys, ["evaluate", "--output-dir", str(tmp_path / "outputs")])
-    named(code, err, "no finished tiny run")
+    named(code, err, "no finished tiny full run")
 
 
 # -- bugs, and the lab runner's notebooks --------------------------------------------------------------------------
