@@ -252,12 +252,13 @@ def summarise(results: dict, on_gpu: bool) -> dict:
     if not on_gpu:
         return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
                 "loss_gap_first5_fp32": gap("ours_fp32", "course_fp32"), **against_unsloth(results, ["fp32"])}
-    return {**against_unsloth(results, ["bf16", "fp16"]),"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
+    return {"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
             "peak_gb": max(peaks) if peaks else None,
             "loss_gap_first5_bf16": gap("ours_bf16", "course_bf16"),
             "loss_gap_first5_fp16": gap("ours_fp16", "course_fp16_fixed"),
             "grad_norm_gap_all_bf16": gap("ours_bf16", "course_bf16", "grad_norms", None),
-            "grad_norm_gap_all_fp16": gap("ours_fp16", "course_fp16_fixed", "grad_norms", None)}
+            "grad_norm_gap_all_fp16": gap("ours_fp16", "course_fp16_fixed", "grad_norms", None),
+            **against_unsloth(results, ["bf16", "fp16"])}
 
 
 def against_unsloth(results: dict, precisions: list[str]) -> dict:
@@ -268,7 +269,8 @@ def against_unsloth(results: dict, precisions: list[str]) -> dict:
 
     summary = {}
     for p in precisions:
-        ours, course = results.get(f"ours_{p}", {}), results.get("course_fp16_fixed" if p == "fp16" else f"course_{p}", {})
+        ours = results.get(f"ours_{p}", {})
+        course = results.get("course_fp16_fixed" if p == "fp16" else f"course_{p}", {})
         best = fastest(results, p, T4_GB)
         summary[f"unsloth_fastest_t4_{p}"] = best
         for key, name in (("t4", best), ("recommended", f"unsloth_auto_{p}")):
@@ -305,7 +307,8 @@ def main(argv=None) -> dict:
     p.add_argument("--unsloth", default=UNSLOTH, help="Unsloth configurations, each in its own process ('' for none)")
     p.add_argument("--unsloth-site", help="PYTHONPATH of Unsloth's processes (bench/unsloth_env.py's folders)")
     p.add_argument("--unsloth-steps", type=int, help="measured steps per Unsloth configuration (default --steps)")
-    p.add_argument("--deadline-s", type=float, help="start no configuration after this many seconds; cut Unsloth's there")
+    p.add_argument("--deadline-s", type=float,
+                   help="start no configuration after this many seconds; cut Unsloth's processes there")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = p.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.smoke
@@ -323,37 +326,34 @@ def main(argv=None) -> dict:
         tokenizer = save_random_model(shape, folder, llama_tokenizer_dir() if on_gpu else None)
         top = tokenizer.vocab_size if on_gpu else shape["vocab_size"]  # ordinary tokens only
         rows = make_rows(32 * (args.steps + args.warmup), top, tokenizer.eos_token_id)
-        results, report = {}, {}
-
-        def write():
-            report.clear()
-            report.update({"machine": machine(), "model": "Llama-3.2-3B-shaped, random weights, 4-bit NF4, the "
-                           "real Llama 3.2 tokenizer" if on_gpu else "smoke: 2-layer Llama, hidden 64, 4-bit NF4, CPU fp32",
-                           "rows": {"count": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)},
-                           "steps_measured": args.steps, "warmup_steps": args.warmup, "budget_gb": args.budget_gb,
-                           **summarise(results, on_gpu), "configs": results,
-                           "wall_s": round(time.perf_counter() - started, 1)})
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1))
-
-        def left() -> float:
-            return args.deadline_s - (time.perf_counter() - started) if args.deadline_s else float("inf")
-
-        from unsloth_arm import run_in_own_process
-
+        results = {}
         for name in configs + unsloth:
-            if left() < 30:
+            left = args.deadline_s - (time.perf_counter() - started) if args.deadline_s else 600
+            if left < 30:
                 results[name] = {"precision": name.split("_")[-1], "error": f"not run: past --deadline-s {args.deadline_s}"}
             elif name.startswith("unsloth"):
-                steps = {"rows": len(rows), "top": top, "eos": tokenizer.eos_token_id, "warmup": args.warmup,
-                         "steps": args.unsloth_steps or args.steps}
-                results[name] = run_in_own_process(name, folder, steps, args.unsloth_site, min(left(), 600),
-                                                   stock=not on_gpu)
+                from unsloth_arm import run_in_own_process
+
+                same = {"rows": len(rows), "top": top, "eos": tokenizer.eos_token_id, "warmup": args.warmup,
+                        "steps": args.unsloth_steps or args.steps}
+                results[name] = run_in_own_process(name, folder, same, args.unsloth_site, min(left, 600),
+                                                   stock=not (on_gpu or args.unsloth_site))
             else:
                 results[name] = run_one(name, folder, tokenizer, rows, name.split("_")[1], args, Path(tmp))
-            write()
+            report = write_report(Path(args.out), results, rows, args, on_gpu, started)
     print(json.dumps({k: v for k, v in report.items() if k != "configs"}, indent=1))
+    return report
+
+
+def write_report(out: Path, results: dict, rows: list, args, on_gpu: bool, started: float) -> dict:
+    """The results file as it stands (rewritten after every configuration)."""
+    report = {"machine": machine(), "model": "Llama-3.2-3B-shaped, random weights, 4-bit NF4, the real Llama 3.2 "
+              "tokenizer" if on_gpu else "smoke: 2-layer Llama, hidden 64, 4-bit NF4, CPU fp32",
+              "rows": {"count": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)},
+              "steps_measured": args.steps, "warmup_steps": args.warmup, "budget_gb": args.budget_gb,
+              **summarise(results, on_gpu), "configs": results, "wall_s": round(time.perf_counter() - started, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
     return report
 
 

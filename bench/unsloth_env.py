@@ -88,10 +88,10 @@ def download(env: str, cache: Path, python_version: str, extra: list[str]) -> li
 
 
 def _find(cache: Path, spec: str, python_version: str) -> Path | None:
-    tag = "cp" + python_version.replace(".", "")
+    v = python_version.replace(".", "")
     hits = [w for w in cache.glob("*.whl") if _plain(w.name.split("-")[0]) + "-" + w.name.split("-")[1] + "-"
             == wheel_name(spec)]
-    own = [w for w in hits if f"-{tag}-" in w.name or "-cp3" not in w.name or "abi3" in w.name]
+    own = [w for w in hits if any(t in w.name for t in (f"-cp{v}-", f"-py{v}-", "-py3-", ".py3-", "-abi3-"))]
     return (own or [None])[0]
 
 
