@@ -2,6 +2,9 @@
 
     python bench/unsloth_env.py            # download the pinned wheels, pack .whl/{common,pricer,unsloth}-site.tar.xz
     python bench/unsloth_env.py --check    # also unpack each into /tmp/site-<env> and check every file its wheels list
+    # a CPU smoke of Unsloth itself here (its CPU fallback) on this Python, with the GPU machine's transformers:
+    python bench/unsloth_env.py --no-pack --python-version 3.11 --envs common
+    python bench/unsloth_env.py --no-pack --python-version 3.11 --envs unsloth --extra transformers==5.17.0,huggingface_hub==1.33.0
 
 The GPU machine has torch 2.11, transformers 5.17, accelerate 1.15 and huggingface_hub 1.33, and nothing can
 be fetched there. Unsloth 2026.10.9 pins transformers <= 5.17, trl <= 1.15 and datasets < 5 and must be
@@ -147,6 +150,7 @@ def main(argv=None) -> dict:
     p.add_argument("--python-version", default="3.12", help="the GPU machine's Python (3.11 for a CPU smoke here)")
     p.add_argument("--extra", default="", help="more name==version specs, comma-separated (smoke builds)")
     p.add_argument("--check", action="store_true", help="unpack each archive into /tmp/site-<env> and check it")
+    p.add_argument("--no-pack", action="store_true", help="only build <cache>/site-<env>-py<version> (CPU smoke)")
     args = p.parse_args(argv)
     extra = [s for s in args.extra.split(",") if s]
     sizes = {}
@@ -155,6 +159,9 @@ def main(argv=None) -> dict:
         wheels = download(env, cache, args.python_version, extra)
         site = Path(args.cache) / f"site-{env}-py{args.python_version}"
         build(env, wheels, site, args.python_version)
+        if args.no_pack:
+            print(env, {"site": str(site), "missing": incomplete(site)}, flush=True)
+            continue
         archive = Path(args.out) / f"{env}-site.tar.xz"
         pack(site, archive)
         sizes[env] = {"wheels_mb": round(sum(w.stat().st_size for w in wheels) / 1e6, 1),
