@@ -50,7 +50,8 @@ def run_in_own_process(name: str, model_dir: Path, rows_args: dict, site: str | 
     settings = parse(name)
     out = model_dir.parent / f"{name}.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "UNSLOTH_PADDING_CHOICE")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", UNSLOTH_DISABLE_STATISTICS="1", PYTHONUNBUFFERED="1")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", UNSLOTH_DISABLE_STATISTICS="1", PYTHONUNBUFFERED="1",
+               UNSLOTH_COMPILE_LOCATION=str(model_dir.parent / "unsloth_compiled_cache"))  # not the working folder
     if site:
         env["PYTHONPATH"] = site
     if PADDING[settings["padding"]]:
