@@ -9,8 +9,8 @@ A notebook executed by `python -m pricer lab` (PRICER_EXECUTED=1, no widgets) is
 disk, on GitHub or nbviewer. `for_executed_notebooks` (called by `pricer.session.start`) makes it
 read cleanly there: text progress bars print one line when they end instead of redrawing
 themselves with carriage returns (nested ones, which move the cursor with `ESC[A`, print nothing),
-library loading bars are off, and plotly charts carry their own plotly.js (and a PNG where
-kaleido can draw one), so they render without a kernel. In Colab nothing changes: widgets draw
+library loading bars are off, and plotly charts carry a static SVG beside their JSON (pricer.charts),
+so they show without a kernel and without plotly.js. In Colab nothing changes: widgets draw
 the bars, Colab's renderer the charts.
 """
 
@@ -95,26 +95,15 @@ def _final_line(bar) -> str:
 
 
 def charts_without_kernel() -> None:
-    """plotly's renderer for saved notebooks: its JSON (JupyterLab, VS Code), HTML with plotly.js embedded
-    once (nbviewer, classic Jupyter, offline), and a PNG for GitHub where kaleido can draw one."""
+    """plotly's renderer for saved notebooks: its JSON (JupyterLab, VS Code draw it interactive) and a static
+    SVG (GitHub, nbviewer, any viewer without scripts: pricer.charts). No plotly.js is embedded: 4.9 MB a
+    notebook, and blank wherever scripts are stripped."""
     import plotly.io as pio
 
-    pio.renderers.default = "plotly_mimetype+notebook" + ("+png" if _can_draw_png() else "")
+    from pricer.charts import register
 
-
-def _can_draw_png() -> bool:
-    """kaleido installed and able to draw (kaleido 1.x also needs a Chrome it can start)."""
-    import importlib.util
-
-    if importlib.util.find_spec("kaleido") is None:
-        return False
-    try:
-        import plotly.graph_objects as go
-
-        go.Figure().to_image(format="png", width=10, height=10)
-        return True
-    except Exception:  # no browser for kaleido: the HTML and JSON still render
-        return False
+    register()
+    pio.renderers.default = "plotly_mimetype+pricer_svg"
 
 
 def training_progress(live: bool | None = None):
