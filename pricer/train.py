@@ -320,7 +320,7 @@ def graphs_are_safe(setup: Setup, resuming: bool) -> bool:
     reruns forwards inside the backward), and not a resume in the process whose graphs were interrupted
     (that failed on an H100: "accessing tensor output of CUDAGraphs that has been overwritten"). A resume
     in a new process (a new Colab runtime, the command run again) starts as fresh as any run and keeps
-    them: it ends bit for bit where an uninterrupted run does (the T4 rehearsal, bench/README.md).
+    them: it ends at an uninterrupted run's loss, not bit for bit (GPU runs differ across processes, bench/README.md).
     Elsewhere the layers compile without graphs: slower, the same math up to dropout's random draws."""
     return distributed.world_size() == 1 and not setup.plan.checkpointing and not (resuming and graphs_used())
 

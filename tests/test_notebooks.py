@@ -227,9 +227,34 @@ def test_notebook_3s_baselines_are_the_packages(catalog):
     row = lambda item: {"prompt": make_prompt(item.summary), "completion": str(item.price)}  # noqa: E731
     train, test = [row(i) for i in train_items], [row(i) for i in test_items]
     ns = run_cells(tagged(load(NOTEBOOKS[2]), "baseline"), {"train": train, "np": np})
-    for name in ("constant_mean", "ridge_bow", "random_forest", "gradient_boosting"):
+    for name in ("constant_mean", "linear_regression", "ridge_bow", "random_forest", "gradient_boosting"):
         ours = [ns[name](r) for r in test]
         assert np.allclose(ours, fit_baseline(name, train).predict_batch(test), rtol=1e-9), name
+
+
+def _without_docstrings(node) -> str:
+    for each in ast.walk(node):
+        body = getattr(each, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            each.body = body[1:] or [ast.Pass()]
+    return ast.dump(node)
+
+
+def test_notebook_3s_network_and_its_loop_are_the_packages():
+    """The class and loop notebook 3 writes out are pricer.neural's, statement for statement (comments aside),
+    so fit_baseline("neural_network") trains exactly what the student reads."""
+    import inspect
+
+    from pricer import neural
+
+    written = {node.name: node for source in tagged(load(NOTEBOOKS[2]), "network")
+               for node in ast.parse(source).body if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
+    assert set(written) == {"NeuralNetwork", "train_network"}
+    for name, node in written.items():
+        package = ast.parse(inspect.getsource(getattr(neural, name))).body[0]
+        assert _without_docstrings(node) == _without_docstrings(package), f"{name} differs from pricer.neural's"
+    assert neural.MLPRegressor.course_nn(rows=100, seed=0).build is neural.NeuralNetwork
+    assert "inspect.getsource" not in "".join(c.source for c in code_cells(load(NOTEBOOKS[2])))
 
 
 @pytest.mark.parametrize("kind", ["digits", "whole"])
