@@ -164,3 +164,21 @@ def loss_chart(log_history: list[dict], title: str = "Loss on the price tokens")
     fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="cross-entropy (nats per token)",
                       template="plotly_white", height=380, width=900)
     return fig
+
+
+def loss_verdict(eval_losses: list[float], rows: int) -> str:
+    """What the validation loss did from the first check to the last, a change inside its noise called that.
+
+    Only the average over `rows` validation rows is logged, not each row's loss, so the noise is
+    estimated as if the rows' losses spread as widely as their mean (per-row cross-entropy often
+    does): a 95% margin of 1.96 * loss / sqrt(rows). On 40 rows that is about 30% of the loss."""
+    first, last = eval_losses[0], eval_losses[-1]
+    margin = 1.96 * max(first, last) / max(rows, 1) ** 0.5
+    said = (f"validation loss at each check: {', '.join(f'{v:.3f}' for v in eval_losses)} ({rows} rows); "
+            f"first to last {last - first:+.3f}, noise about ±{margin:.3f}")
+    if abs(last - first) <= margin:
+        return (f"{said}: within noise, so not evidence either way. Whether the adapter learned prices or rows "
+                "shows in lab 5, on test items it never saw.")
+    if last < first:
+        return f"{said}: it fell beyond noise, on rows the adapter never trained on: it learned prices, not rows."
+    return f"{said}: it rose beyond noise while training loss fell: the adapter memorises rows; try fewer epochs."
