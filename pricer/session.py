@@ -37,7 +37,7 @@ LLAMA_PAGE = "https://huggingface.co/meta-llama/Llama-3.2-3B"
 # What each notebook costs, per preset: (minutes, peak GPU GB, on what), 2026-12-01. tiny: the lab test's minutes on 2
 # cores; lite GB: the T4 rehearsal's peaks (bench/README.md); T4 and A100 minutes: estimates (not timed on one).
 COSTS = {
-    "tiny": {1: (1, 0, "2 CPU cores"), 2: (0.5, 0, "2 CPU cores"), 3: (1.5, 0, "2 CPU cores"),
+    "tiny": {1: (1, 0, "2 CPU cores"), 2: (0.3, 0, "2 CPU cores"), 3: (1.5, 0, "2 CPU cores"),
              4: (5, 0, "2 CPU cores"), 5: (3, 0, "2 CPU cores")},  # bench/tiny_lab.json: training alone 262 s
     "smol": {1: (1, 1, "a T4"), 2: (0.5, 0, "a T4"), 3: (2, 1, "a T4"), 4: (5, 3, "a T4"), 5: (1, 2, "a T4")},
     "lite": {1: (5, 13, "a T4"), 2: (2, 0, "a T4"), 3: (8, 8, "a T4"), 4: (90, 12, "a T4"), 5: (5, 10, "a T4")},
