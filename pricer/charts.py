@@ -159,7 +159,7 @@ def to_svg(fig_dict: dict) -> str:
     for n, t in enumerate(traces):
         out += _trace(t, n, x_axis, y_axis, grouped)
     for shape in layout.get("shapes", []):
-        if shape.get("type") == "line" and shape.get("x0") == shape.get("x1") and shape.get("yref") == "paper":
+        if shape.get("type") == "line" and shape.get("x0") == shape.get("x1") and str(shape.get("yref")).endswith(("paper", "domain")):
             x = x_axis(shape["x0"])
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN["top"]}" y2="{height - MARGIN["bottom"]}" '
                        f'stroke="{(shape.get("line") or {}).get("color", "#888")}"/>')

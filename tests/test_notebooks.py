@@ -441,3 +441,29 @@ def test_executed_notebooks_get_one_line_progress_bars_and_nested_ones_say_nothi
     assert len(lines) == 2 and not ANSI.search(done.stdout) and "\r" not in done.stdout
     assert re.fullmatch(r"outer: 3/3 in 00:00, [\d,.]+ it/s", lines[0]), lines
     assert re.fullmatch(r"manual: 5/5 in 00:00, [\d,.]+ item/s", lines[1]), lines
+
+
+def test_executed_notebooks_charts_carry_a_static_svg_and_no_plotly_js():
+    """GitHub strips scripts: each chart must leave an image a viewer draws without a kernel (pricer.charts),
+    with the chart's title, its marks in the right number, and the vertical lines of add_vline."""
+    import xml.etree.ElementTree as ET
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from pricer.leaderboard import reference_board
+    from pricer.progress import charts_without_kernel
+
+    charts_without_kernel()
+    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], mode="markers", name="guesses"))
+    fig.add_vline(x=2, line=dict(color="firebrick"))
+    fig.update_layout(title="Three guesses<br><b>Error:</b> $1.00")
+    bundle = pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string=pio.renderers.default)
+    assert set(bundle) == {"application/vnd.plotly.v1+json", "image/svg+xml"}  # no text/html, so no plotly.js
+    svg = ET.fromstring(bundle["image/svg+xml"])
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(f"{ns}circle")) == 3 and any(line.get("stroke") == "firebrick" for line in svg.iter(f"{ns}line"))
+    assert any("Three guesses · Error: $1.00" == (t.text or "") for t in svg.iter(f"{ns}text"))
+    table, bars = reference_board()
+    drawn = ET.fromstring(pio.renderers._build_mime_bundle(bars.to_dict(), renderers_string="pricer_svg")["image/svg+xml"])
+    assert len([r for r in drawn.iter(f"{ns}rect") if r.get("fill") != "white" and r.get("width") != "10"]) == len(table)
