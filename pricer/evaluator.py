@@ -1,7 +1,7 @@
 """Score a price predictor on test items: the course's Tester, plus saved results and resume.
 
     from util import evaluate                # in this repo: from pricer.evaluator import evaluate
-    result = evaluate(my_predictor, test)    # 200 items; charts in Jupyter, one line elsewhere
+    result = evaluate(my_predictor, test)    # 200 items; a summary line, and charts in Jupyter
     result.metrics["error"]                  # also rmsle, r2, hit_rate, unparsed; saved in results/
 
 A predictor maps one datapoint to a price: a number, or text such as "$349.99" that
@@ -298,7 +298,7 @@ class Tester:
         return _trend_chart(self.title, self.errors)
 
     def report(self) -> Result:
-        """The run's Result; charts shown in a notebook, a summary line printed anywhere else."""
+        """The run's Result; its summary line printed, and its charts shown in a notebook."""
         meta = {"size": self.size, "date": datetime.now(timezone.utc).isoformat(), "seconds": self.seconds}
         numbers = metrics(self.truths, self.guesses, self.colors, self.unparsed, self.seconds)
         result = Result(self.title, numbers, self.titles, self.guesses, self.truths, self.errors,
@@ -306,7 +306,7 @@ class Tester:
         if _in_notebook():
             self.error_trend_chart().show()
             self.chart(result.headline()).show()
-        elif _is_main():
+        if _is_main():  # in a notebook too: the numbers as text, where a chart can't be drawn or read
             print(result.summary())
         return result
 

@@ -141,3 +141,21 @@ def reference_board(bench=BENCH) -> tuple[pd.DataFrame, go.Figure]:
     fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed")
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
     return table, fig
+
+
+def compare(errors_a, errors_b, name_a: str = "the first", name_b: str = "the second") -> tuple[str | None, str]:
+    """Which of two predictors erred less on the same items, or None when the gap is within noise; and a line
+    saying so with the gap and its 95% margin (1.96 standard errors of the per-item differences)."""
+    import math
+
+    n = min(len(errors_a), len(errors_b))
+    if n < 2:
+        return None, f"{n} item(s): too few to compare {name_a} with {name_b}"
+    diffs = [a - b for a, b in zip(errors_a[:n], errors_b[:n])]
+    mean = sum(diffs) / n
+    margin = 1.96 * math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    gap = f"${abs(mean):,.2f} ± ${margin:,.2f} (95%) on the same {n} items"
+    if abs(mean) <= margin:
+        return None, f"{name_a} and {name_b} differ by {gap}: within noise, a tie on these items"
+    lower, higher = (name_a, name_b) if mean < 0 else (name_b, name_a)
+    return lower, f"{lower} erred less than {higher} by {gap}: beyond noise"

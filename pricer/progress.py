@@ -9,8 +9,8 @@ A notebook executed by `python -m pricer lab` (PRICER_EXECUTED=1, no widgets) is
 disk, on GitHub or nbviewer. `for_executed_notebooks` (called by `pricer.session.start`) makes it
 read cleanly there: text progress bars print one line when they end instead of redrawing
 themselves with carriage returns (nested ones, which move the cursor with `ESC[A`, print nothing),
-library loading bars are off, and plotly charts carry their own plotly.js (and a PNG where
-kaleido can draw one), so they render without a kernel. In Colab nothing changes: widgets draw
+library loading bars are off, and plotly charts carry a static SVG beside their JSON (pricer.charts),
+so they show without a kernel and without plotly.js. In Colab nothing changes: widgets draw
 the bars, Colab's renderer the charts.
 """
 
@@ -98,26 +98,15 @@ def _final_line(bar) -> str:
 
 
 def charts_without_kernel() -> None:
-    """plotly's renderer for saved notebooks: its JSON (JupyterLab, VS Code), HTML with plotly.js embedded
-    once (nbviewer, classic Jupyter, offline), and a PNG for GitHub where kaleido can draw one."""
+    """plotly's renderer for saved notebooks: its JSON (JupyterLab, VS Code draw it interactive) and a static
+    SVG (GitHub, nbviewer, any viewer without scripts: pricer.charts). No plotly.js is embedded: 4.9 MB a
+    notebook, and blank wherever scripts are stripped."""
     import plotly.io as pio
 
-    pio.renderers.default = "plotly_mimetype+notebook" + ("+png" if _can_draw_png() else "")
+    from pricer.charts import register
 
-
-def _can_draw_png() -> bool:
-    """kaleido installed and able to draw (kaleido 1.x also needs a Chrome it can start)."""
-    import importlib.util
-
-    if importlib.util.find_spec("kaleido") is None:
-        return False
-    try:
-        import plotly.graph_objects as go
-
-        go.Figure().to_image(format="png", width=10, height=10)
-        return True
-    except Exception:  # no browser for kaleido: the HTML and JSON still render
-        return False
+    register()
+    pio.renderers.default = "plotly_mimetype+pricer_svg"
 
 
 def training_progress(live: bool | None = None):
@@ -178,3 +167,21 @@ def loss_chart(log_history: list[dict], title: str = "Loss on the price tokens")
     fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="cross-entropy (nats per token)",
                       template="plotly_white", height=380, width=900)
     return fig
+
+
+def loss_verdict(eval_losses: list[float], rows: int) -> str:
+    """What the validation loss did from the first check to the last, a change inside its noise called that.
+
+    Only the average over `rows` validation rows is logged, not each row's loss, so the noise is
+    estimated as if the rows' losses spread as widely as their mean (per-row cross-entropy often
+    does): a 95% margin of 1.96 * loss / sqrt(rows). On 40 rows that is about 30% of the loss."""
+    first, last = eval_losses[0], eval_losses[-1]
+    margin = 1.96 * max(first, last) / max(rows, 1) ** 0.5
+    said = (f"validation loss at each check: {', '.join(f'{v:.3f}' for v in eval_losses)} ({rows} rows); "
+            f"first to last {last - first:+.3f}, noise about ±{margin:.3f}")
+    if abs(last - first) <= margin:
+        return (f"{said}: within noise, so not evidence either way. Whether the adapter learned prices or rows "
+                "shows in lab 5, on test items it never saw.")
+    if last < first:
+        return f"{said}: it fell beyond noise, on rows the adapter never trained on: it learned prices, not rows."
+    return f"{said}: it rose beyond noise while training loss fell: the adapter memorises rows; try fewer epochs."

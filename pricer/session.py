@@ -39,8 +39,8 @@ LLAMA_PAGE = "https://huggingface.co/meta-llama/Llama-3.2-3B"
 # What each notebook costs, per preset: (minutes, peak GPU GB, on what), 2026-12-01. tiny: the lab test's minutes on 2
 # cores; lite GB: the T4 rehearsal's peaks (bench/README.md); T4 and A100 minutes: estimates (not timed on one).
 COSTS = {
-    "tiny": {1: (0.5, 0, "2 CPU cores"), 2: (0.5, 0, "2 CPU cores"), 3: (1, 0, "2 CPU cores"),
-             4: (3, 0, "2 CPU cores"), 5: (3, 0, "2 CPU cores")},
+    "tiny": {1: (1, 0, "2 CPU cores"), 2: (0.3, 0, "2 CPU cores"), 3: (1.5, 0, "2 CPU cores"),
+             4: (5, 0, "2 CPU cores"), 5: (3, 0, "2 CPU cores")},  # bench/tiny_lab.json: training alone 262 s
     "smol": {1: (1, 1, "a T4"), 2: (0.5, 0, "a T4"), 3: (2, 1, "a T4"), 4: (5, 3, "a T4"), 5: (1, 2, "a T4")},
     "lite": {1: (5, 13, "a T4"), 2: (2, 0, "a T4"), 3: (8, 8, "a T4"), 4: (90, 12, "a T4"), 5: (5, 10, "a T4")},
     "full": {1: (5, 13, "an A100"), 2: (30, 0, "an A100"), 3: (30, 8, "an A100"), 4: (1200, 40, "an A100"),
@@ -246,7 +246,8 @@ def describe(lab: Lab, why: str) -> str:
 
     p = lab.preset
     minutes, gb, where = COSTS.get(p.name, {}).get(lab.notebook, (None, None, None))
-    cost = (f"; this notebook takes ~{minutes:g} min on {where}" + (f", peak ~{gb:g} GB of GPU memory" if gb else "")
+    cost = (f"; this notebook takes ~{minutes:g} min on {where} (an estimate, measured there with nothing else running)"
+            + (f", peak ~{gb:g} GB of GPU memory" if gb else "")
             if minutes else "")
     data = f"items {name_of(p.items)}" if lab.notebook <= 2 else f"data {name_of(p.prompts)}"  # what it reads
     lines = [f"Preset {p.name!r} ({why}): {name_of(p.base_model)}, {data}{cost}.",
@@ -336,8 +337,8 @@ def require_gpu_memory(gb: float, what: str) -> None:
 # The cells every notebook opens with; the install cell is the one piece of the lab that runs before pricer is
 # installed. tests/test_notebooks.py checks each notebook's copies against these.
 INSTALL_CELL = """\
-# Colab only: mount Google Drive (the lab folder lives there) and install the lab once per runtime, leaving
-# Colab's torch alone. From PRICER_SOURCE (a Colab secret), else a pricer wheel or zip in Drive's pricer-lab/,
+# Colab only: mount Google Drive (the lab folder lives there) and install the lab once per runtime, changing only
+# what Colab lacks or must change (pyproject.toml's colab extra says why each). From PRICER_SOURCE (a Colab secret), else a pricer wheel or zip in Drive's pricer-lab/,
 # else the lab's repository. Elsewhere this cell does nothing: ./setup.sh installed everything.
 import sys
 if "google.colab" in sys.modules:
@@ -353,6 +354,7 @@ if "google.colab" in sys.modules:
             done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"pip install {{' '.join(args)}} failed:\\n{{done.stdout[-2000:]}}{{done.stderr[-4000:]}}")
+            print(done.stderr.strip() or f"pip install {{args[-1].split(' @ ')[0]}}: done, no warnings")  # resolver conflicts show
         importlib.invalidate_caches()
         import pricer.session; pricer.session.check_installed()"""
 

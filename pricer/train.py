@@ -9,7 +9,8 @@
 
 The math is the course's (loss on the completion only, paged AdamW, cosine schedule, warmup 1%
 of the steps, grad norm 0.3, a validation loss at each checkpoint). Notebook 4 builds the same
-run step by step from the pieces below (`lora_config`, `sft_config`, `faster_trainer`, `speed_up`):
+run step by step from the pieces below (`lora_config`, `sft_config`, then the course's
+`SFTTrainer(...)` and the speed-ups applied to it one line each, ending with `speed_up`):
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
@@ -223,14 +224,32 @@ def device_settings(setup: Setup) -> dict:
     )
 
 
-def faster_trainer(trainer_class, setup: Setup):
-    """`trainer_class` (TRL's SFTTrainer) reading its metrics once per log, scoring only completions (on CPU too)
-    and, on CPU, grouping rows by length; with compiled layers, validation runs them eagerly (a no-grad pass must
-    not replay training's CUDA graphs)."""
-    trainer_class = lazy_metrics_trainer(trainer_class)
-    trainer_class = grouped_trainer(trainer_class) if setup.grouped else trainer_class
-    trainer_class = _eager_evaluation(trainer_class) if setup.compiled else trainer_class
-    return score_completions_only(trainer_class)  # outermost: its scope covers the loss of the classes inside
+def read_metrics_once_per_log(trainer) -> None:
+    """TRL reads entropy and token accuracy after every forward (a wait for the GPU each): once per log instead."""
+    _extend(trainer, lazy_metrics_trainer)
+
+
+def optimizer_without_gpu_waits(trainer) -> None:
+    """bitsandbytes' paged AdamW without its wait for the GPU after every tensor (pricer.speed)."""
+    trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)  # read when training creates it
+
+
+def group_rows_by_length(trainer, setup: Setup) -> None:
+    """On a CPU (`setup.grouped`): batches of rows of similar length, in random order, so little padding."""
+    if setup.grouped:
+        _extend(trainer, grouped_trainer)
+
+
+def loss_on_completions_only(trainer) -> None:
+    """TRL's loss projects only the completion's positions on a CPU too; apply it after the two above
+    (its scope must cover their loss)."""
+    _extend(trainer, score_completions_only)
+
+
+def _extend(trainer, wrap) -> None:
+    """Give a made trainer the methods `wrap` adds to its class: the course's `SFTTrainer(...)` call stays
+    as it is written, and each speed-up is one named line after it."""
+    trainer.__class__ = wrap(type(trainer))
 
 
 @functools.cache
@@ -257,6 +276,8 @@ def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
     graphs = graphs_are_safe(setup, resuming)
     if setup.compiled and not compile_layers(trainer.model, graphs, accumulating=setup.plan.accumulation > 1):
         setup = replace(setup, compiled=False)
+    if setup.compiled:  # validation runs the layers eagerly: a no-grad pass must not replay training's CUDA graphs
+        _extend(trainer, _eager_evaluation)
     _APPLIED[trainer] = setup
     return setup
 
@@ -275,11 +296,13 @@ def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_
     prepare_model(model)
     steps = total_steps(len(rows), preset.batch_size, preset.epochs, options.max_steps)
     args = sft_config(preset, setup, run_dir, steps, options, evaluating=bool(val_rows))
-    trainer_class = faster_trainer(SFTTrainer, setup)
-    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                            eval_dataset=Dataset.from_list(list(val_rows)) if val_rows else None,
-                            processing_class=tokenizer, peft_config=lora_config(preset), callbacks=list(callbacks),
-                            optimizer_cls_and_kwargs=optimizer_without_syncs(args))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         eval_dataset=Dataset.from_list(list(val_rows)) if val_rows else None,
+                         processing_class=tokenizer, peft_config=lora_config(preset), callbacks=list(callbacks))
+    read_metrics_once_per_log(trainer)  # notebook 4 writes these same lines after its SFTTrainer(...)
+    optimizer_without_gpu_waits(trainer)
+    group_rows_by_length(trainer, setup)
+    loss_on_completions_only(trainer)
     speed_up(trainer, setup, resuming)
     return trainer
 
@@ -297,7 +320,7 @@ def graphs_are_safe(setup: Setup, resuming: bool) -> bool:
     reruns forwards inside the backward), and not a resume in the process whose graphs were interrupted
     (that failed on an H100: "accessing tensor output of CUDAGraphs that has been overwritten"). A resume
     in a new process (a new Colab runtime, the command run again) starts as fresh as any run and keeps
-    them: it ends bit for bit where an uninterrupted run does (the T4 rehearsal, bench/README.md).
+    them: it ends at an uninterrupted run's loss, not bit for bit (GPU runs differ across processes, bench/README.md).
     Elsewhere the layers compile without graphs: slower, the same math up to dropout's random draws."""
     return distributed.world_size() == 1 and not setup.plan.checkpointing and not (resuming and graphs_used())
 

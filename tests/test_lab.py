@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from pricer import lab
-from test_notebooks import load, output_problems  # the executed-output check (tests/test_notebooks.py)
+from test_notebooks import contradictions, load, output_problems  # executed-notebook checks (test_notebooks.py)
 
 NOTEBOOKS = sorted(lab.NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -103,6 +103,10 @@ def test_the_whole_lab_runs_offline_and_reports_every_result(tmp_path, monkeypat
     assert error["Fine-tuned expected price"] < 0.9 * error["Base model"]
     problems = {path.name: output_problems(load(path)) for path in sorted(run_dir.glob("*.ipynb"))}
     assert len(problems) == len(lab.NOTEBOOKS) and not any(problems.values()), problems  # read cleanly once executed
+    said = {path.name: contradictions(load(path)) for path in sorted(run_dir.glob("*.ipynb"))}
+    assert not any(said.values()), said  # their words match their numbers
+    sizes = {path.name: path.stat().st_size for path in run_dir.glob("*.ipynb")}
+    assert max(sizes.values()) < 1.5e6, sizes  # no plotly.js inside: charts are JSON + a static SVG
     for path in run_dir.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".html", ".json", ".jsonl", ".txt", ".md"):
             assert fake not in path.read_text(errors="ignore"), path

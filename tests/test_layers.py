@@ -15,7 +15,8 @@ LAYERS = [
     {"evaluator"},  # evaluation: self-contained (also shipped as util.py)
     {"neural", "baselines", "human", "frontier", "models", "predict"},  # predictors
     {"memory", "speed", "runs", "train"},  # training
-    {"", "__main__", "quantization", "leaderboard", "report", "lab", "rehearsal", "session", "progress", "edge", "checks",
+    {"", "__main__", "charts", "quantization", "leaderboard", "report", "lab", "rehearsal", "session", "progress",
+     "edge", "checks",
      "cli"},  # the edge
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

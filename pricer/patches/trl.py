@@ -67,11 +67,7 @@ def lazy_metrics_trainer(trainer_class):
 def _lazy_metrics(trainer_class):
     import torch
 
-    class LazyMetrics(trainer_class):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.pending_metrics = []  # per micro-batch: labelled tokens, entropy sum, top-1 hits, tokens
-
+    class LazyMetrics(trainer_class):  # also given to a made trainer (pricer.train.read_metrics_once_per_log)
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or not model.training or "attention_mask" not in inputs or not self._plain_nll():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -83,7 +79,8 @@ def _lazy_metrics(trainer_class):
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             counts = [outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(),
                       inputs["attention_mask"].sum()]
-            self.pending_metrics.append(torch.stack([c.float() for c in counts]))
+            pending = self.__dict__.setdefault("pending_metrics", [])  # per micro-batch: labelled tokens,
+            pending.append(torch.stack([c.float() for c in counts]))  # entropy sum, top-1 hits, tokens
             return loss
 
         def _plain_nll(self) -> bool:
@@ -92,8 +89,8 @@ def _lazy_metrics(trainer_class):
                     and not self.aux_loss_enabled and self.get_tp_size() == 1)
 
         def log(self, logs, start_time=None):
-            if self.pending_metrics:  # one read for all micro-batches since the last log
-                pending, self.pending_metrics = self.pending_metrics, []
+            pending = self.__dict__.pop("pending_metrics", [])
+            if pending:  # one read for all micro-batches since the last log
                 totals = self.accelerator.gather(torch.stack(pending)[None]).sum(0).tolist()
                 for valid, entropy, correct, tokens in totals:
                     self._metrics["train"]["entropy"].append(entropy / valid if valid > 0 else 0.0)
