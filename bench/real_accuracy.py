@@ -3,7 +3,7 @@
     python bench/real_rows.py --normalised          # once: the rows, outside git (/work/real-items, ~2.7 MB)
     python bench/real_accuracy.py --baselines-only  # CPU: every baseline on the real prompt rows (~5 min, 2 cores)
     python bench/real_accuracy.py --smoke           # CPU: tiny preset, 300 rows, 4 steps: the whole bench runs
-    PRICER_OFFLINE=1 python bench/real_accuracy.py --items data/real-items   # GPU: sweep + 2 seeds (~7 min, H200)
+    PRICER_OFFLINE=1 python bench/real_accuracy.py --items data/real-items   # GPU: sweep + 2 seeds (<8 min, H200)
 
 The rows (bench/real_rows.py: four text styles, each in the course's format for it) are made into
 prompts by the package, `python -m pricer data --items ROWS --out DIR --preset P --set summary_tokens=N`,
@@ -14,12 +14,13 @@ baseline in `pricer.baselines` fitted on the same training prompt rows.
 
 Nothing is chosen on the test split. Wave 1 trains each configuration of the sweep (what a student can
 tune: summary cut and max_length, epochs, learning rate, rank, the text styles normalised into one
-layout) on seed 0, at most 6 processes at once on the one GPU; the configuration and the predictor with
-the lowest validation error win. Wave 2 trains seed 1 of the winner and of the preset as it is (or
-the runner-up, when the preset wins), if the deadline leaves time. Results are written after each
+layout; `--configs` picks up to 5) on seed 0, and the preset as it is on seed 1: at most 6 processes
+at once on the one GPU. The configuration and the predictor with the lowest validation error win;
+wave 2 trains the winner's seed 1 alone, if the deadline leaves time. Results are written after each
 wave to bench/results/real_accuracy.json: the rows' sources (paths, commits), sizes, every error (test
 and validation, and test by text style), the machine, and `lead_over_best_traditional` per seed and
-predictor (1 - error / best baseline's error, on the prompt rows the model read).
+predictor (1 - error / the best baseline's error, on the prompt rows the model read), for the winner
+and for the preset as it is.
 """
 
 import argparse
@@ -36,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from accuracy import SEEDS, finish_jobs, machine  # noqa: E402  (bench/, beside this script)
+from versions import cpu_name  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "real_accuracy.json"
 DEFAULT_ITEMS = Path("/work/real-items")
 GOAL = 0.10  # the issue's goal: the fine-tune ahead of the best baseline by 10% on both seeds
-MAX_JOBS = 6  # 14 processes sharing one H200 did not finish in 10 minutes; 6 keep each step ~2x the lone one
+MAX_JOBS = 6  # processes at once on one GPU: 14 sharing an H200 did not finish in a 10-minute call
 LONG = {"summary_tokens": 192, "max_length": 224}  # keeps ~all 2025 summaries and 2024 texts (median 175 tokens)
 # (label, text variant, preset values); the preset itself first. Real summaries run to a median of ~155
 # SmolLM2 tokens: smol's 80-token cut shortens 88% of them.
@@ -49,13 +51,14 @@ SWEEP = (
     ("cut 128", "as_is", {"summary_tokens": 128, "max_length": 160}),
     ("cut 192", "as_is", LONG),
     ("normalised, cut 192", "normalised", LONG),
-    ("cut 192, 5 epochs", "as_is", {**LONG, "epochs": 5}),
     ("cut 192, lr 1e-3", "as_is", {**LONG, "learning_rate": 1e-3}),
+    # beyond one call's default (the first five): a 5-epoch job alone outlasts the others by ~2 minutes
+    ("cut 192, 5 epochs", "as_is", {**LONG, "epochs": 5}),
     ("cut 192, r 16", "as_is", {**LONG, "lora_r": 16, "lora_alpha": 32}),
     ("cut 192, r 128", "as_is", {**LONG, "lora_r": 128, "lora_alpha": 256}),
     ("cut 256", "as_is", {"summary_tokens": 256, "max_length": 288}),
 )
-DEFAULT_CONFIGS = [label for label, _, _ in SWEEP[:6]]
+DEFAULT_CONFIGS = [label for label, _, _ in SWEEP[:MAX_JOBS - 1]]  # wave 1 also trains the preset's seed 1
 SMOKE_CONFIGS = ["preset", "normalised, cut 192"]  # two jobs on 2 cores: the waves, the choice, both variants
 SMOKE_SIZES = {"train": 300, "val": 12, "test": 12}
 PREDICTORS = ("fine_tuned_expected", "fine_tuned_median", "fine_tuned_greedy")
@@ -107,12 +110,13 @@ def convert(jobs: dict[str, tuple[Path, Path, dict]], preset: str) -> dict:
     from pricer.sources import resolve
 
     resolve("embedded", "model")  # converted once here, not raced by every conversion at once
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     running = {}
     for key, (items, out, settings) in jobs.items():
         command = [sys.executable, "-m", "pricer", "data", "--items", str(items), "--out", str(out), "--preset", preset]
         command += ["--set", f"summary_tokens={settings['summary_tokens']}"] if "summary_tokens" in settings else []
-        running[key] = (command, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                                  env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        running[key] = (command, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                  text=True, env=env))
     made = {}
     for key, (command, proc) in running.items():
         output = proc.communicate()[0]
@@ -179,7 +183,7 @@ def job(spec: dict) -> dict:
     tree, greedy = PricePredictor(model, tokenizer), GenerationPredictor(model, tokenizer)
     scores = {}
     for split in ("val", "test"):
-        rows = prompts[split][:spec["limit"]]
+        rows = prompts[split]
         dists = tree.distributions(rows)
         scores[split] = {"fine_tuned_expected": errors_of(Replay("expected", [d.mean for d in dists]), rows, split),
                          "fine_tuned_median": errors_of(Replay("median", [d.median for d in dists]), rows, split),
@@ -217,9 +221,9 @@ def leads(seeds: dict, best: float) -> dict:
 def summarise(report: dict, wave1: list, wave2: list, folders: dict, traditional: dict) -> None:
     """The choice, both seeds' errors and the leads, from the jobs that finished."""
     runs = [r for r in wave1 + wave2 if r]
-    report["sweep"] = [{k: r[k] for k in ("label", "settings", "val", "test", "train_s", "job_s", "steps",
+    report["sweep"] = [{k: r[k] for k in ("label", "seed", "settings", "val", "test", "train_s", "job_s", "steps",
                                           "final_loss", "eval_losses")} for r in wave1 if r]
-    chosen, predictor = best_of([r for r in wave1 if r])
+    chosen, predictor = best_of([r for r in wave1 if r and r["seed"] == SEEDS[0]])  # every configuration, one seed
     key = folders[chosen["label"]]
     best_name = min(traditional[key]["test"], key=traditional[key]["test"].get)
     best = traditional[key]["test"][best_name]
@@ -242,82 +246,95 @@ def summarise(report: dict, wave1: list, wave2: list, folders: dict, traditional
 
 def write(report: dict, out: Path, started: float) -> None:
     report["wall_s"] = round(time.time() - started, 1)
+    report["machine"]["load_average_after"] = os.getloadavg()
+    saved = {**report, "prompts": {k: {n: v for n, v in made.items() if n != "folder"}  # temporary folders
+                                   for k, made in report["prompts"].items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out.write_text(json.dumps(saved, indent=1) + "\n")
+
+
+def prepare(args, preset: str, configs: dict, work: Path) -> tuple[dict, dict, dict]:
+    """(report so far, config label -> prompts key, prompts key -> test styles): rows converted, sources read."""
+    from pricer.config import get_preset
+    from pricer.items import load_prompts
+
+    variants = {"as_is": args.items,
+                "normalised": args.normalised_items or args.items.with_name(args.items.name + "-normalised")}
+    variants = {v: f for v, f in variants.items() if any(configs[label][0] == v for label in configs)}
+    for folder in variants.values():
+        if not (folder / "sources.json").exists():
+            raise SystemExit(f"no real rows in {folder}: python bench/real_rows.py --normalised --out {args.items}")
+    if args.smoke:
+        variants = {v: subset(f, work / f"items-{v}", SMOKE_SIZES) for v, f in variants.items()}
+    sources = json.loads((args.items / "sources.json").read_text())
+    host = {**machine(), "cpu": cpu_name(), "load_average": os.getloadavg()}
+    mode = "smoke" if args.smoke else "baselines" if args.baselines_only else "gpu"
+    report = {"bench": "real_accuracy", "mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": host,
+              "preset": preset, "rows": {k: v for k, v in sources.items() if k != "row_sources"}, "baselines": {}}
+    folders = {label: f"{variant}, cut {get_preset(preset, **settings).summary_tokens}"
+               for label, (variant, settings) in configs.items()}  # one conversion per text variant and cut
+    report["prompts"] = convert({key: (variants[configs[label][0]], work / key.replace(", ", "-").replace(" ", ""),
+                                       configs[label][1]) for label, key in folders.items()}, preset)
+    styles = {key: align(row_styles(variants[key.split(",")[0]], "test"), load_prompts(made["folder"])["test"])
+              for key, made in report["prompts"].items()}
+    return report, folders, styles
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=Path, default=DEFAULT_ITEMS, help="bench/real_rows.py's folder")
     p.add_argument("--normalised-items", type=Path, help="its --normalised twin (default: ITEMS-normalised)")
-    p.add_argument("--configs", nargs="+", help=f"sweep labels, at most {MAX_JOBS} (default: {DEFAULT_CONFIGS}; "
+    p.add_argument("--configs", nargs="+", help=f"sweep labels, at most {MAX_JOBS - 1} (default: {DEFAULT_CONFIGS}; "
                    f"smoke: {SMOKE_CONFIGS})")
     p.add_argument("--baselines-only", action="store_true", help="CPU: convert and fit the baselines, no training")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny preset, 300 rows, 4 steps, 12 items")
     p.add_argument("--deadline-s", type=float, help="stop jobs still running after this many seconds "
-                   "(default 450: the run fits one 10-minute device call with the setup; none with --smoke)")
+                   "(default 480: with the setup it fits one 10-minute device call; none with --smoke)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.job:
-        spec = json.loads(args.job.read_text())
-        (args.job.parent / "result.json").write_text(json.dumps(job(spec)))
+        (args.job.parent / "result.json").write_text(json.dumps(job(json.loads(args.job.read_text()))))
         return
     started = time.time()
     args.configs = args.configs or (SMOKE_CONFIGS if args.smoke else DEFAULT_CONFIGS)
     configs = {label: (variant, settings) for label, variant, settings in SWEEP if label in args.configs}
     unknown = set(args.configs) - set(configs)
-    if unknown or len(configs) > MAX_JOBS or "preset" not in configs:
-        raise SystemExit(f"--configs: {sorted(unknown) or ''} choose up to {MAX_JOBS} of {[s[0] for s in SWEEP]}, "
+    if unknown or len(configs) > MAX_JOBS - 1 or "preset" not in configs:
+        raise SystemExit(f"--configs: {sorted(unknown) or ''} choose up to {MAX_JOBS - 1} of {[s[0] for s in SWEEP]}, "
                          "'preset' among them")
     preset = "tiny" if args.smoke else "smol"
     work = Path(tempfile.mkdtemp(prefix="pricer-real-"))
-    variants = {"as_is": args.items, "normalised": args.normalised_items or args.items.with_name(
-        args.items.name + "-normalised")}
-    if args.smoke:
-        variants = {v: subset(f, work / f"items-{v}", SMOKE_SIZES) for v, f in variants.items()}
-    sources = json.loads((args.items / "sources.json").read_text())
-    report = {"bench": "real_accuracy", "mode": "smoke" if args.smoke else "baselines" if args.baselines_only else "gpu",
-              "date": time.strftime("%Y-%m-%d"), "machine": machine(), "preset": preset,
-              "rows": {k: v for k, v in sources.items() if k != "row_sources"}, "prompts": {}, "baselines": {}}
-    from pricer.config import get_preset
+    report, folders, styles = prepare(args, preset, configs, work)
 
-    folders = {label: f"{variant}, cut {get_preset(preset, **settings).summary_tokens}"
-               for label, (variant, settings) in configs.items()}  # one conversion per text variant and cut
-    report["prompts"] = convert({key: (variants[configs[label][0]], work / key.replace(", ", "-").replace(" ", ""),
-                                       configs[label][1]) for label, key in folders.items()}, preset)
-    from pricer.items import load_prompts
+    def spec(label: str, seed: int) -> dict:
+        return {"label": label, "seed": seed, "preset": preset, "settings": configs[label][1],
+                "prompts": report["prompts"][folders[label]]["folder"], "max_steps": 4 if args.smoke else None,
+                "styles": styles[folders[label]]}
 
-    styles = {key: align(row_styles(variants[key.split(",")[0]], "test"), load_prompts(made["folder"])["test"])
-              for key, made in report["prompts"].items()}
-    limit = SMOKE_SIZES["test"] if args.smoke else None
-    spec = lambda label, seed: {"label": label, "seed": seed, "preset": preset, "settings": configs[label][1],  # noqa: E731
-                                "prompts": report["prompts"][folders[label]]["folder"], "max_steps": 4 if args.smoke else None,
-                                "limit": limit, "styles": styles[folders[label]]}
-    procs = [] if args.baselines_only else start_jobs([spec(label, SEEDS[0]) for label in configs], work / "wave1")
+    wave = [spec(label, SEEDS[0]) for label in configs] + [spec("preset", SEEDS[1])]
+    procs = [] if args.baselines_only else start_jobs(wave, work / "wave1")
     for key, made in report["prompts"].items():  # on the CPU while wave 1 trains
         report["baselines"][key] = baselines(made["folder"], styles[key])
     if args.baselines_only:
         write(report, args.out, started)
         for key, b in report["baselines"].items():
-            print(key, {n: e for n, e in sorted(b["test"].items(), key=lambda kv: kv[1])})
+            print(key, dict(sorted(b["test"].items(), key=lambda kv: kv[1])))
         return
-    deadline = started + (args.deadline_s or (float("inf") if args.smoke else 450))
+    deadline = started + (args.deadline_s or (float("inf") if args.smoke else 480))
     wave1 = finish_jobs(procs, deadline)
-    if not any(wave1):
-        raise SystemExit("no job of wave 1 finished")
+    if not any(r and r["seed"] == SEEDS[0] for r in wave1):
+        raise SystemExit("no sweep job of wave 1 finished")
     summarise(report, wave1, [], folders, report["baselines"])
     write(report, args.out, started)
-    chosen = report["chosen"]["label"]
-    runner_up = sorted((r for r in wave1 if r and r["label"] != chosen), key=lambda r: min(r["val"].values()))
-    second = [chosen] + (["preset"] if chosen != "preset" else [r["label"] for r in runner_up[:1]])
-    need = 0.5 * max(r["job_s"] for r in wave1 if r and r["label"] in second) + 20  # 2 jobs share the GPU, not 6
-    if time.time() + need > deadline:
-        report["notes"] = [f"wave 2 (seed {SEEDS[1]} of {second}) skipped: ~{need:.0f} s needed, "
-                           f"{deadline - time.time():.0f} s left before the deadline"]
-        wave2 = []
-    else:
-        wave2 = finish_jobs(start_jobs([spec(label, SEEDS[1]) for label in second], work / "wave2"), deadline)
+    chosen, wave2 = report["chosen"]["label"], []
+    if chosen != "preset":  # the preset's seed 1 trained in wave 1; the winner's trains alone now
+        need = 0.5 * max(r["job_s"] for r in wave1 if r and r["label"] == chosen) + 20  # alone, not one of six
+        if time.time() + need > deadline:
+            report["notes"] = [f"seed {SEEDS[1]} of {chosen!r} not trained: ~{need:.0f} s needed, "
+                               f"{deadline - time.time():.0f} s left before the deadline"]
+        else:
+            wave2 = finish_jobs(start_jobs([spec(chosen, SEEDS[1])], work / "wave2"), deadline)
     summarise(report, wave1, wave2, folders, report["baselines"])
     write(report, args.out, started)
     shutil.rmtree(work, ignore_errors=True)

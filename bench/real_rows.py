@@ -98,6 +98,9 @@ SOURCES = (
 # ollama_*.jsonl (the course's fine_tune rows again), the Spanish version of week6/fine_tune_*.jsonl.
 QUESTIONS = ("How much does this cost to the nearest dollar?", "How much does this cost?")
 QUESTION_2024 = QUESTIONS[0]  # what the 2024 course's Item.prompt asks
+# a raw listing's fields, each running to the next label
+LISTING_FIELD = re.compile(r"^(Title|Description|Features|Details):[ \t]*(.*?)"
+                           r"(?=^(?:Description|Features|Details):|\Z)", re.M | re.S)
 LABELS = re.compile(r"^(Title|Category|Brand|Description|Details|Features|Summary|Weight):\s*", re.M)
 
 
@@ -226,8 +229,7 @@ def user_row(item: dict, style: str) -> dict:
         return {"title": title, "price": price,
                 "prompt": f"{QUESTION_2024}\n\n{summary}\n\nPrice is ${round(price)}.00"}
     if style == "raw":
-        fields = dict(re.findall(r"^(Title|Description|Features|Details):[ \t]*(.*?)(?=^(?:Description|Features|Details):|\Z)",
-                                 summary, re.M | re.S))
+        fields = dict(LISTING_FIELD.findall(summary))
         row = {"title": title}
         for name in ("Description", "Features", "Details"):
             if fields.get(name, "").strip():
