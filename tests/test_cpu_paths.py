@@ -188,8 +188,9 @@ def test_the_run_record_and_the_report_say_which_cpu_path_ran(tmp_path):
 
     run_dir = tmp_path / "outputs" / "tiny-2026-12-03_10.00.00"
     run_dir.mkdir(parents=True)
-    write_record(run_dir, identity={}, status="running")
-    finish_run(Run(run_dir, {}), steps=1)
+    identity = {"preset": {"name": "tiny", "base_model": "embedded"}, "max_steps": None, "data": "ab", "seed": 42}
+    write_record(run_dir, identity=identity, status="running")  # a record of the shape runs.record_problem reads
+    finish_run(Run(run_dir, identity), steps=1)
     expected = cpu_4bit_path()  # this CPU's answer; the forced branches' words are checked above
     assert read_record(run_dir)["cpu_4bit"] == expected
     evaluate(lambda row: 12.0, [{"prompt": f"p{i}", "completion": str(10 + i)} for i in range(3)],
