@@ -45,7 +45,8 @@ COURSE_REFERENCE = {
 }
 COURSE = "the course (2025): real Amazon data, Llama-3.2-3B, 200 test items"
 # bench/results/accuracy.json, shipped inside the package so a pip-installed lab (Colab) has it (a test keeps them equal)
-BENCH = Path(__file__).resolve().parent / "reference_accuracy.json"
+BENCH = Path(__file__).resolve().parent / "reference_accuracy.json"  # bench/accuracy.py: smol on the catalog
+REAL_BENCH = Path(__file__).resolve().parent / "reference_real_accuracy.json"  # bench/real_accuracy.py: real listings
 COLUMNS = ["name", "model", "preset", "data", "size", "error", "rmsle", "r2", "hit_rate", "unparsed", "date"]
 REFERENCE_COLUMNS = ["name", "error", "source"]
 
@@ -105,7 +106,8 @@ def leaderboard(results_dir=None, size: int | None = None) -> tuple[pd.DataFrame
 
 
 def bench_reference(path=BENCH) -> list[dict]:
-    """Our GPU benchmark's figures (mean over its seeds), labelled with preset, machine and seeds; [] without it."""
+    """Our GPU benchmark's figures (mean over its seeds), labelled with preset, data, machine and seeds; [] without
+    it. The real-listings benchmark's rows are named "... (real listings)", so both fit on one chart."""
     path = Path(path)
     if not path.exists():
         return []
@@ -119,25 +121,32 @@ def bench_reference(path=BENCH) -> list[dict]:
     where = machine.get("gpu") or machine.get("name") if isinstance(machine, dict) else machine
     preset = record.get("preset", "?")
     preset = preset.get("name", "?") if isinstance(preset, dict) else preset
-    source = f"our benchmark: preset {preset} on {where or 'a GPU'}, mean of {len(seeds)} seed(s)"
+    real = record.get("bench") == "real_accuracy"
+    if real:
+        chosen = (record.get("chosen") or {}).get("label")
+        preset = f"{preset} ({chosen})" if chosen else preset
+    source = (f"our benchmark{' on real listings' if real else ''}: preset {preset} on {where or 'a GPU'}, "
+              f"mean of {len(seeds)} seed(s)")
     rows = []
     for name in names:
         values = [run["errors"][name] for run in seeds.values() if name in run["errors"]]
-        rows.append({"name": name, "error": sum(values) / len(values), "source": source})
+        rows.append({"name": f"{name} (real listings)" if real else name, "error": sum(values) / len(values),
+                     "source": source})
     return rows
 
 
-def reference_board(bench=BENCH) -> tuple[pd.DataFrame, go.Figure]:
-    """Figures measured elsewhere, by source: the course's published ones and our benchmark's. Not this run's."""
+def reference_board(benches=(BENCH, REAL_BENCH)) -> tuple[pd.DataFrame, go.Figure]:
+    """Figures measured elsewhere, by source: the course's published ones and our benchmarks'. Not this run's."""
     rows = [{"name": name, "error": error, "source": COURSE} for name, error in COURSE_REFERENCE.items()]
-    rows += bench_reference(bench)
+    for bench in (benches,) if isinstance(benches, (str, Path)) else benches:
+        rows += bench_reference(bench)
     table = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
     order = [name for _, group in table.groupby("source", sort=False) for name in group.sort_values("error")["name"]]
     fig = px.bar(table, x="error", y="name", color="source", orientation="h", text_auto="$,.2f",
                  labels={"error": "Average absolute error ($)", "name": "", "source": ""},
                  title="Reference figures, measured elsewhere: compare orderings, not dollars",
                  height=220 + 26 * len(table), width=1000, template="plotly_white",
-                 color_discrete_sequence=["lightslategray", "steelblue"])
+                 color_discrete_sequence=["lightslategray", "steelblue", "darkorange"])
     fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed")
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
     return table, fig
