@@ -235,7 +235,7 @@ def _bars(t, x, y, color, x_axis, y_axis, grouped) -> list[str]:
 def register(name: str = "pricer_svg") -> None:
     """Add the renderer to plotly's registry under `name` (combine it: "plotly_mimetype+pricer_svg")."""
     import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer
+    from plotly.io.base_renderers import MimetypeRenderer
 
     class StaticSvg(MimetypeRenderer):
         def to_mimebundle(self, fig_dict):

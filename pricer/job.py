@@ -91,13 +91,17 @@ def resolve_job(preset, prompts: dict | None = None) -> "Job":
     """The job a preset makes: names resolved (items made into prompts), rows read once, the device named.
 
     `prompts` passes rows already read (they must be this preset's)."""
-    from pricer.items import load_prompts
-
     if isinstance(preset, Job):
         return preset
     preset = with_prompts(preset)
-    rows = prompts or load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
-    return Job(preset, rows, device())
+    return Job(preset, prompts, device()) if prompts else read_job(preset)
+
+
+def read_job(preset) -> "Job":
+    """The job of a preset whose names are already resolved: its prompt rows read, nothing made."""
+    from pricer.items import load_prompts
+
+    return Job(preset, load_prompts(preset.prompts, preset.summary_tokens, preset.base_model), device())
 
 
 @functools.cache

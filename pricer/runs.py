@@ -301,7 +301,10 @@ def choose_adapter(output_dir: str | Path, preset, rows: list[dict] | None = Non
 
     Fits: the same training values as `preset`, the same data digest (when `rows`, the training rows, are
     given), the same step cap (None: the preset's full run, not a trial) and, when given, the same seed."""
-    rows = rows if rows is not None else _training_rows(preset)
+    if rows is None:
+        from pricer.job import read_job
+
+        rows = read_job(preset).train_rows  # what `identity` digests
     wanted = identity(preset, rows, max_steps)
     fitting, passed = [], []
     for run_dir, record in runs_of(output_dir, preset.name):
@@ -333,14 +336,6 @@ def _misfit(theirs: dict, wanted: dict, seed: int | None) -> str | None:
     differ = sorted(k for k in set(theirs["preset"]) | set(wanted["preset"])
                     if theirs["preset"].get(k) != wanted["preset"].get(k))
     return f"other training values ({', '.join(differ)})" if differ else None
-
-
-def _training_rows(preset) -> list[dict]:
-    """The preset's training rows (what `identity` digests), read from its prompts."""
-    from pricer.items import load_prompts
-
-    rows = load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)["train"]
-    return rows[:preset.train_rows] if preset.train_rows else rows
 
 
 def adapter_folder(name: str, revision: str | None = None) -> str:

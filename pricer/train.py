@@ -335,20 +335,17 @@ def settle_trainable_dtype(model, precision: str) -> None:
 
 
 def training_rows(preset) -> list[dict]:
-    """The preset's training rows (its `prompts` dataset, first `train_rows`)."""
-    rows = _prompts(preset)["train"]
-    return rows[:preset.train_rows] if preset.train_rows else rows
+    """The preset's training rows (its `prompts` dataset, first `train_rows`: `Job.train_rows`)."""
+    from pricer.job import read_job
+
+    return read_job(preset).train_rows
 
 
 def validation_rows(preset) -> list[dict]:
-    """The first `val_rows` validation rows, for the validation loss the course watches."""
-    return _prompts(preset)["val"][:preset.val_rows]
+    """The first `val_rows` validation rows, for the validation loss the course watches (`Job.val_rows`)."""
+    from pricer.job import read_job
 
-
-def _prompts(preset) -> dict:
-    from pricer.items import load_prompts
-
-    return load_prompts(preset.prompts, preset.summary_tokens, preset.base_model)
+    return read_job(preset).val_rows
 
 
 def train(job, output_dir: str | Path = "outputs", callbacks=(), **options) -> TrainResult:
