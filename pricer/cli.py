@@ -247,13 +247,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command and run it at the edge (`pricer.edge`): exit 2 for what you can fix, 1 for a bug."""
-    from pricer.config import flag
     from pricer.edge import run_at_edge
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     args.argv = [a for a in argv if a != "--debug"]  # what --gpus N relaunches on each process
-    code = run_at_edge(lambda: _run(args), debug=args.debug or flag("PRICER_DEBUG"))
+    code = run_at_edge(lambda: _run(args), debug=args.debug)
     if code:
         raise SystemExit(code)
 

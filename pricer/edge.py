@@ -1,6 +1,6 @@
 """One edge for errors: what a user can fix becomes one or two named lines; anything else is called a bug.
 
-    code = run_at_edge(lambda: command(args), debug=args.debug)   # the CLI: exit 2 (yours), 1 (ours)
+    code = run_at_edge(lambda: command(args), debug=args.debug)   # the CLI: exit 2 (yours), 1 (ours); PRICER_DEBUG=1 too
     with user_errors(): ...          # a notebook's setup: the same messages, as a short PricerError
 
 `explain` is the one place that knows which failures a user causes and what to do about them:
@@ -142,8 +142,12 @@ def report(error: BaseException, debug: bool = False, out=None) -> int:
 
 
 def run_at_edge(job, debug: bool = False) -> int:
-    """Run `job()` with every line it prints redacted; the exit code, after `report` for any failure."""
+    """Run `job()` with every line it prints redacted; the exit code, after `report` for any failure.
+    `debug` (or PRICER_DEBUG=1) shows a failure's traceback, redacted too."""
+    from pricer.config import flag
     from pricer.env import redacted_output
+
+    debug = debug or flag("PRICER_DEBUG")
 
     with redacted_output():
         try:

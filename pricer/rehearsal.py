@@ -197,10 +197,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", help="write the figures to this JSON file")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
-    from pricer.config import flag
     from pricer.edge import run_at_edge
 
-    code = run_at_edge(lambda: _main(args), debug=args.debug or flag("PRICER_DEBUG"))
+    code = run_at_edge(lambda: _main(args), debug=args.debug)
     if code:
         raise SystemExit(code)
 
