@@ -10,8 +10,9 @@ A predictor maps one datapoint to a price: a number, or text such as "$349.99" t
 `parse_price` reads (the Tester's `post_process`). Datapoints are prompt rows ({"prompt",
 "completion"}, a list or a `datasets.Dataset`) or Item-like objects (`.title`, `.price`, optional
 `.prompt` / `.summary`).
-A predictor with `predict_batch(datapoints) -> list` (and optional `batch_size`, default 32) is
-called on chunks instead; one with `cache_key` resumes after a disconnect (see `Tester.run`).
+A predictor with `predict_batch(datapoints) -> list` (and optional `chunk_size` or `batch_size`,
+default 32: how many it takes at once) is called on chunks instead; one with `cache_key` resumes
+after a disconnect (see `Tester.run`).
 
 This file is self-contained (stdlib, numpy, plotly, tqdm) because it is
 also shipped alone as util.py; `python -m pricer.evaluator --write-util` regenerates that copy.
@@ -326,7 +327,8 @@ class Tester:
         done = _read_cache(path, self.size) if path else {}
         path = path if _is_main() else None  # every process reads the cache, only the main one appends
         todo = [i for i in range(self.size) if i not in done]
-        step = getattr(self.predictor, "batch_size", 32) if hasattr(self.predictor, "predict_batch") else 1
+        step = (getattr(self.predictor, "chunk_size", None) or getattr(self.predictor, "batch_size", 32)
+                if hasattr(self.predictor, "predict_batch") else 1)
         with (open(path, "a", encoding="utf-8") if path else contextlib.nullcontext()) as log, \
                 tqdm(total=self.size, initial=self.size - len(todo), desc=self.title, disable=not _is_main()) as bar:
             for chunk in (todo[k:k + step] for k in range(0, len(todo), step)):

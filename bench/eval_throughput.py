@@ -82,13 +82,21 @@ def machine() -> str:
     return f"{cpu} CPU, {len(names) or '?'} cores, {torch.get_num_threads()} threads"
 
 
-def timed(fn, rows, warmup=None) -> float:
-    """Items per second of fn(rows) after one warm-up call on a few rows (kernels, allocator)."""
+WARMUP = {}  # label -> seconds of the untimed first pass (compiling every shape it meets)
+
+
+def timed(fn, rows, warmup=None, label: str | None = None) -> float:
+    """Items per second of fn(rows) after one untimed call: on a few rows (kernels, allocator), or for
+    compiled kernels the same rows (`warmup=rows`: each batch length compiles on first sight; the first
+    pass's seconds go to WARMUP[label])."""
     import torch
 
-    fn(warmup or rows[:2])
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    start = time.perf_counter()
+    fn(warmup or rows[:2])
     sync()
+    if label:
+        WARMUP[label] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     fn(rows)
     sync()
@@ -96,10 +104,12 @@ def timed(fn, rows, warmup=None) -> float:
 
 
 def tester_style(predictor):
-    """Predict as the Tester does: chunks of batch_size in data order."""
+    """Predict as the Tester does: chunks of chunk_size (else batch_size) in data order."""
+    step = getattr(predictor, "chunk_size", None) or predictor.batch_size
+
     def run(rows):
-        for k in range(0, len(rows), predictor.batch_size):
-            predictor.predict_batch(rows[k:k + predictor.batch_size])
+        for k in range(0, len(rows), step):
+            predictor.predict_batch(rows[k:k + step])
     return run
 
 
@@ -149,7 +159,7 @@ def compare(model, tokenizer, rows, batch_sizes, seed_items, improved_items) -> 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        rate = timed(tester_style(predictor), rows, warmup=rows[:bs])
+        rate = timed(tester_style(predictor), rows, warmup=rows, label=f"batch_{bs}")
         peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
         ours[bs] = {"items_per_s": rate, "peak_gb": peak}
         print(f"ours batch {bs:4d}              {rate:8.2f} items/s  {rate / seed:7.1f}x model_predict  "
@@ -169,19 +179,28 @@ def gpu(args) -> dict:
         model = random_llama(LLAMA_3_2_3B, Path(folder), "4bit")
         print(f"built and loaded the 4-bit model in {time.perf_counter() - start:.0f} s")
     preset = default_batch_size(model)
-    digit_tok = standin_tokenizer("digits")  # first: the whole-number runs below fuse the model's kernels
-    digits = PricePredictor(model, digit_tok)  # its own default batch size
+    digit_tok = standin_tokenizer("digits")
     digit_rows = standin_prompts(digit_tok, args.items // 2)
-    torch.cuda.reset_peak_memory_stats()
-    digit_rate = timed(tester_style(digits), digit_rows, warmup=digit_rows[:digits.batch_size])
-    digit_peak = torch.cuda.max_memory_allocated() / 1e9
-    print(f"ours digit tree, batch {digits.batch_size}   {digit_rate:8.2f} items/s  peak {digit_peak:.2f} GB")
+    eager_tree = PricePredictor(model, digit_tok, fused=False)  # before anything fuses the kernels (in place)
+    eager_tree_rate = timed(tester_style(eager_tree), digit_rows, warmup=digit_rows[:eager_tree.batch_size])
+    print(f"ours digit tree, eager kernels {eager_tree_rate:8.2f} items/s")
     tokenizer = standin_tokenizer("whole")
     rows = standin_prompts(tokenizer, args.items)
     sizes = sorted(set(args.batch_sizes) | {preset})
     result = compare(model, tokenizer, rows, sizes, args.seed_items, args.improved_items)
+    per_batch = PricePredictor(model, tokenizer)  # the Tester handing over one batch at a time, as before chunks
+    per_batch.chunk_size = per_batch.batch_size
+    result["ours_one_batch_per_call_items_per_s"] = timed(tester_style(per_batch), rows, warmup=rows)
+    print(f"ours batch {preset}, one batch per call {result['ours_one_batch_per_call_items_per_s']:8.2f} items/s")
+    digits = PricePredictor(model, digit_tok)  # its own default batch size, fused kernels
+    torch.cuda.reset_peak_memory_stats()
+    digit_rate = timed(tester_style(digits), digit_rows, warmup=digit_rows, label="digit_tree")
+    digit_peak = torch.cuda.max_memory_allocated() / 1e9
+    print(f"ours digit tree, batch {digits.batch_size}   {digit_rate:8.2f} items/s  peak {digit_peak:.2f} GB")
     return summary(result, preset, {"digit_tree_items_per_s": digit_rate, "digit_tree_peak_gb": digit_peak,
                                     "digit_tree_batch_size": digits.batch_size,
+                                    "digit_tree_eager_kernels_items_per_s": eager_tree_rate,
+                                    "first_pass_s": WARMUP,
                                     "model": "Llama-3.2-3B config, random weights, 4-bit NF4 double quant",
                                     "footprint_gb": model.get_memory_footprint() / 1e9})
 

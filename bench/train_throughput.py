@@ -4,7 +4,8 @@
     python bench/train_throughput.py --smoke    # CPU, tiny model, 1-5 min: checks the script works
 
 Both sides train LoRA r=32 / alpha 64 / dropout 0.1 on q,k,v,o with paged AdamW, effective batch 32,
-on the same rows in the same order from the same seed, so their first losses must agree. The course
+on the same rows from the same seed. Ours groups rows of similar length into a batch, so its losses are
+compared with `course_*_grouped`: the course's trainer drawing the same grouped batches (they must agree). The course
 side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longest row, gradient
 checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
 same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
@@ -125,8 +126,10 @@ def course_args(out: Path, precision: str, steps: int) -> dict:
                 completion_only_loss=True, seed=42, use_cpu=not torch.cuda.is_available())
 
 
-def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, fix_fp16: bool = False):
-    """The course's cell: SFTTrainer, batch 32, TRL defaults otherwise (gradient checkpointing on)."""
+def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, fix_fp16: bool = False,
+                   grouped: bool = False):
+    """The course's cell: SFTTrainer, batch 32, TRL defaults otherwise (gradient checkpointing on).
+    `grouped`: drawing pricer's length-grouped batches, so its losses can be compared with ours step by step."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -140,12 +143,17 @@ def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path
         from pricer.train import settle_trainable_dtype
 
         settle_trainable_dtype(trainer.model, "fp16")
+    if grouped:
+        from pricer.speed import grouped_trainer
+
+        trainer.__class__ = grouped_trainer(type(trainer))
     return trainer
 
 
 def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
-                micro_batch: int | None):
-    """pricer.train's trainer with the plan it would make for a `budget_gb` device."""
+                micro_batch: int | None, grouped: bool = True):
+    """pricer.train's trainer with the plan it would make for a `budget_gb` device (`grouped=False`: Trainer's
+    random batches, as before pricer grouped them on a GPU: an ablation)."""
     from pricer.config import get_preset
     from pricer.memory import ModelShape
     from pricer.train import Options, applied_setup, build_trainer, plan_setup
@@ -154,7 +162,7 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                         optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
                        Options(budget_gb=budget_gb, micro_batch=micro_batch))
-    setup = replace(setup, precision=precision)  # the dtype under test
+    setup = replace(setup, precision=precision, grouped=setup.grouped and grouped)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
     return trainer, applied_setup(trainer)
 
@@ -220,10 +228,10 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
         model = load_4bit(folder, dtype)
         if name.startswith("course"):
             trainer, plan = course_trainer(model, tokenizer, rows, precision, steps, tmp / name,
-                                           fix_fp16=name.endswith("fixed")), None
+                                           fix_fp16="_fixed" in name, grouped=name.endswith("_grouped")), None
         else:
             trainer, setup = our_trainer(model, tokenizer, rows, precision, steps, tmp / name,
-                                         args.budget_gb, args.micro_batch)
+                                         args.budget_gb, args.micro_batch, grouped=not name.endswith("_padded"))
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
                     "grouped": setup.grouped, "compiled": setup.compiled}
@@ -250,22 +258,33 @@ def summarise(results: dict, on_gpu: bool) -> dict:
         la, lb = results.get(a, {}).get(key), results.get(b, {}).get(key)
         return round(max(abs(x - y) for x, y in zip(la[:k], lb[:k])), 4) if la and lb else None
 
+    def same_rows(ours, course):
+        """The course's arm that saw ours' batches: the one drawing grouped batches when ours grouped them."""
+        grouped = results.get(ours, {}).get("plan", {}).get("grouped")
+        return f"{course}_grouped" if grouped and f"{course}_grouped" in results else course
+
+    def ablations(p):  # ours against ours with one switch undone: what that switch buys
+        return {f"gain_over_{name[len(f'ours_{p}_'):]}_{p}": ratio(f"ours_{p}", name)
+                for name in results if name.startswith(f"ours_{p}_")}
+
     peaks = [results[k]["peak_gb"] for k in results if k.startswith("ours") and results[k].get("peak_gb")]
     if not on_gpu:
         return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
-                "loss_gap_first5_fp32": gap("ours_fp32", "course_fp32"), **against_unsloth(results, ["fp32"])}
-    return {"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
-            "peak_gb": max(peaks) if peaks else None,
-            "loss_gap_first5_bf16": gap("ours_bf16", "course_bf16"),
-            "loss_gap_first5_fp16": gap("ours_fp16", "course_fp16_fixed"),
-            "grad_norm_gap_all_bf16": gap("ours_bf16", "course_bf16", "grad_norms", None),
-            "grad_norm_gap_all_fp16": gap("ours_fp16", "course_fp16_fixed", "grad_norms", None),
-            **against_unsloth(results, ["bf16", "fp16"])}
+                "loss_gap_first5_fp32": gap("ours_fp32", same_rows("ours_fp32", "course_fp32")),
+                **against_unsloth(results, ["fp32"])}
+    summary = {"speedup_bf16": ratio("ours_bf16", "course_bf16"),
+               "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"), "peak_gb": max(peaks) if peaks else None}
+    for p, course in (("bf16", "course_bf16"), ("fp16", "course_fp16_fixed")):
+        twin = same_rows(f"ours_{p}", course)
+        summary.update({f"math_compared_with_{p}": twin, f"loss_gap_first5_{p}": gap(f"ours_{p}", twin),
+                        f"grad_norm_gap_all_{p}": gap(f"ours_{p}", twin, "grad_norms", None), **ablations(p)})
+    return {**summary, **against_unsloth(results, ["bf16", "fp16"])}
 
 
 def against_unsloth(results: dict, precisions: list[str]) -> dict:
-    """Per dtype: Unsloth's fastest configuration whose peak fits a T4 and ours' speed-up over it (same rows,
-    same batch: a ratio of seconds per step), the same against its recommended one (`unsloth_auto_*`), and
+    """Per dtype: Unsloth's fastest configuration whose peak fits a T4 and ours' speed-up over it (real tokens
+    per second: ours groups rows by length, so a step of ours is not a step of theirs), the same against its
+    recommended one (`unsloth_auto_*`), and
     how far its first loss is from the course's (LoRA B starts at zero, so dropout cannot move step 1)."""
     from unsloth_arm import fastest
 
@@ -277,8 +296,8 @@ def against_unsloth(results: dict, precisions: list[str]) -> dict:
         summary[f"unsloth_fastest_t4_{p}"] = best
         for key, name in (("t4", best), ("recommended", f"unsloth_auto_{p}")):
             theirs = results.get(name or "", {})
-            summary[f"speedup_vs_unsloth_{key}_{p}"] = (round(theirs["s_per_step"] / ours["s_per_step"], 2)
-                                                        if "s_per_step" in theirs and "s_per_step" in ours else None)
+            summary[f"speedup_vs_unsloth_{key}_{p}"] = (round(ours["tok_per_s"] / theirs["tok_per_s"], 2)
+                                                        if theirs.get("tok_per_s") and ours.get("tok_per_s") else None)
         if best and results[best].get("losses") and course.get("losses"):
             summary[f"unsloth_first_loss_gap_{p}"] = round(abs(results[best]["losses"][0] - course["losses"][0]), 4)
     return summary
@@ -305,7 +324,9 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, help="steps not timed (default 5; smoke 1)")
     p.add_argument("--budget-gb", type=float, default=14.0, help="memory our plan may use (14: a T4)")
     p.add_argument("--micro-batch", type=int, help="force our micro-batch instead of the planned one")
-    p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16,course_fp16_fixed,ours_fp16")
+    p.add_argument("--epoch-steps", type=int, help="steps of 32 rows in the data (default 15; smoke: all)")
+    p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16,course_fp16_fixed,ours_fp16,"
+                   "course_bf16_grouped,course_fp16_fixed_grouped,ours_bf16_padded")
     p.add_argument("--unsloth", default=UNSLOTH, help="Unsloth configurations, each in its own process ('' for none)")
     p.add_argument("--unsloth-site", help="PYTHONPATH of Unsloth's processes (bench/unsloth_env.py's folders)")
     p.add_argument("--unsloth-steps", type=int, help="measured steps per Unsloth configuration (default --steps)")
@@ -315,8 +336,11 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     on_gpu = torch.cuda.is_available() and not args.smoke
     args.steps = args.steps or (10 if on_gpu else 3)
-    args.warmup = args.warmup or (5 if on_gpu else 1)  # GPU: compiling, then recording the CUDA graphs
-    configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32"]
+    # GPU: a whole epoch untimed (compiling, then a CUDA graph for each batch length), then steps 16-25 timed:
+    # the second pass over the same rows, every batch length seen once before, for every arm alike.
+    args.epoch_steps = args.epoch_steps or (15 if on_gpu else args.steps + (args.warmup or 1))
+    args.warmup = args.warmup or (args.epoch_steps if on_gpu else 1)
+    configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32", "course_fp32_grouped"]
     unsloth = [n for n in args.unsloth.split(",") if n] if on_gpu else ["unsloth_padded_fp32"]
     if unsloth and on_gpu and not args.unsloth_site:
         raise SystemExit("--unsloth-site is missing: Unsloth runs in its own site folder (bench/unsloth_env.py); "
@@ -327,7 +351,7 @@ def main(argv=None) -> dict:
         folder = Path(tmp) / "model"
         tokenizer = save_random_model(shape, folder, llama_tokenizer_dir() if on_gpu else None)
         top = tokenizer.vocab_size if on_gpu else shape["vocab_size"]  # ordinary tokens only
-        rows = make_rows(32 * (args.steps + args.warmup), top, tokenizer.eos_token_id)
+        rows = make_rows(32 * args.epoch_steps, top, tokenizer.eos_token_id)
         results = {}
         for name in configs + unsloth:
             left = args.deadline_s - (time.perf_counter() - started) if args.deadline_s else 600
@@ -352,7 +376,7 @@ def write_report(out: Path, results: dict, rows: list, args, on_gpu: bool, start
     report = {"machine": machine(), "model": "Llama-3.2-3B-shaped, random weights, 4-bit NF4, the real Llama 3.2 "
               "tokenizer" if on_gpu else "smoke: 2-layer Llama, hidden 64, 4-bit NF4, CPU fp32",
               "rows": {"count": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)},
-              "steps_measured": args.steps, "warmup_steps": args.warmup, "budget_gb": args.budget_gb,
+              "steps_measured": args.steps, "warmup_steps": args.warmup, "epoch_steps": args.epoch_steps, "budget_gb": args.budget_gb,
               **summarise(results, on_gpu), "configs": results, "wall_s": round(time.perf_counter() - started, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -26,9 +26,12 @@ batch); complete prices are never pruned. The pruned mass is dropped and the kep
 and not a fixed number of prefixes: a lightly tuned model spreads its belief widely, and greedy
 generation favours the likeliest first digit (bench/README.md, "Evaluation", has the figures).
 
-On a GPU, for one-token numbers, the model's RMSNorm, SwiGLU and rotary embeddings are compiled
-into fused kernels (`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same
-math) and prompt lengths are rounded up to a multiple of 16 so each shape compiles once (bench/README.md).
+On a GPU the model's RMSNorm, SwiGLU and rotary embeddings are compiled into fused kernels
+(`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same math), compiled
+for any batch length and tree width (dynamic shapes), so neither is padded for the compiler. The
+Tester hands over `chunk_size` items at a time (8 batches on a GPU): sorted by length over all of
+them, batches carry little padding, and each batch's answers are read only after the next one is
+queued, so the GPU never waits while Python prepares a batch (bench/README.md).
 """
 
 import contextlib
@@ -38,10 +41,10 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.patches.torch import PAD_MULTIPLE
 from pricer.patches.transformers import fuse_kernels
 
 STATS = ("mean", "median")
+CHUNK_BATCHES = 8  # on a GPU the Tester hands over this many batches at once: sorted over all, little padding
 
 
 @contextlib.contextmanager
@@ -244,35 +247,46 @@ class PricePredictor:
         self.max_digits = max_digits  # prices in the course's window (< $1000) have at most 3
         self.steps = 1 if self.numbers.kind == "whole" else max_digits
         self.batch_size = batch_size or default_batch_size(model, tree=self.steps > 1)
-        if fused is None:  # the digit tree's widths change batch to batch: compiled kernels would recompile
-            fused = self.steps == 1 and model.device.type == "cuda"
-        self.pad_multiple = PAD_MULTIPLE if fused and fuse_kernels(model) else 1
+        on_gpu = model.device.type == "cuda"
+        self.chunk_size = self.batch_size * (CHUNK_BATCHES if on_gpu else 1)  # what the Tester hands over at once
+        self.fused = (on_gpu if fused is None else fused) and fuse_kernels(model)
         self.__name__ = name or f"{'expected' if stat == 'mean' else 'median'}_price"
         self.cache_key = (f"PricePredictor:{self.numbers.kind}:{stat}:cover{coverage}:top{top_k}:"
-                          f"digits{self.steps}:{'fused:' if self.pad_multiple > 1 else ''}{model_fingerprint(model)}")
+                          f"digits{self.steps}:{'fused:' if self.fused else ''}{model_fingerprint(model)}")
 
     def __call__(self, datapoint) -> float:
         return self.predict_batch([datapoint])[0]
 
     def predict_batch(self, datapoints) -> list[float]:
         """One price per datapoint, in input order: the distribution's mean (or median), on the device."""
-        return self._each_batch(datapoints, lambda *tree: _summarise(*tree[:2], self.stat).tolist())
+        return self._each_batch(datapoints, lambda *tree: _summarise(*tree[:2], self.stat), _tensor_to_list)
 
     def distributions(self, datapoints) -> list[PriceDistribution]:
         """Each datapoint's whole price distribution, to look at or plot."""
-        return self._each_batch(datapoints, _distributions)
+        return self._each_batch(datapoints, lambda *tree: tree, lambda tree: _distributions(*tree))
 
-    def _each_batch(self, datapoints, read) -> list:
-        """Batches sorted by length, so padding stays small; results back in input order."""
+    def _each_batch(self, datapoints, on_device, to_host) -> list:
+        """Batches sorted by length, so padding stays small; results back in input order. Each batch's
+        answers (`on_device`, queued on the GPU) are read (`to_host`, a wait for the GPU) only once the
+        next batch is queued behind them."""
         from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 
         rows = self.tokenizer([prompt_of(d) for d in datapoints])["input_ids"]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         chunks = [order[k:k + self.batch_size] for k in range(0, len(order), self.batch_size)]
-        results = [None] * len(rows)
-        for chunk in tqdm(chunks, desc="pricing", disable=len(chunks) < 2):
-            for i, result in zip(chunk, read(*self._expand([rows[i] for i in chunk]))):
+        results, queued = [None] * len(rows), None
+
+        def read(chunk, answers):
+            for i, result in zip(chunk, to_host(answers)):
                 results[i] = result
+
+        for chunk in tqdm(chunks, desc="pricing", disable=len(chunks) < 2):
+            answers = on_device(*self._expand([rows[i] for i in chunk]))
+            if queued:
+                read(*queued)
+            queued = chunk, answers
+        if queued:
+            read(*queued)
         return results
 
     def _expand(self, rows: list[list[int]]):
@@ -329,7 +343,7 @@ class PricePredictor:
         """One forward over the left-padded prompts; positions count real tokens only, as unpadded."""
         import torch
 
-        B, L = len(rows), -(-max(map(len, rows)) // self.pad_multiple) * self.pad_multiple
+        B, L = len(rows), max(map(len, rows))
         ids = torch.full((B, L), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((B, L), dtype=torch.long)
         for b, row in enumerate(rows):  # left padding: every prompt ends in the last column
@@ -360,6 +374,10 @@ class PricePredictor:
         return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(
             ~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
+
+
+def _tensor_to_list(tensor) -> list:
+    return tensor.tolist()
 
 
 def _number_logp(logits, num_ids):

@@ -1,9 +1,10 @@
 """Speed switches for training: same math, less waste. Used by pricer.train (and pricer.predict).
 
-- `grouped_trainer`: batches of rows of similar length (little padding), in random order;
+- `grouped_trainer`: batches of rows of similar length (little padding), in random order (CPU and GPU);
 - `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU);
 - `fuse_kernels`: RMSNorm, SwiGLU and rotary embeddings compiled into single kernels (GPU), for
-  `pricer.predict.PricePredictor`; with either, batch lengths are rounded up to PAD_MULTIPLE;
+  `pricer.predict.PricePredictor`, for any length; compiled layers round training batch lengths up to
+  PAD_MULTIPLE (each length is replayed from its own CUDA graph);
 - `score_completions_only`: TRL's loss projects only the completion's positions on CPU too;
 - `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
 - `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
@@ -44,7 +45,10 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     Compiling whole layers, not just their elementwise kernels, stops the GPU waiting while Python
     launches thousands of small kernels; CUDA graphs cut the launches further. The compiler keeps
     `pricer.patches.torch.ACTIVATION_BUDGET` of the saved activations while our layers compile (see
-    there). One compiled graph serves all layers (weights are its inputs); each batch shape compiles once.
+    there). One compiled graph serves all layers (weights are its inputs). The first batch shape compiles
+    as it is; the next makes torch compile once more with the changed sizes symbolic (`dynamic=None`:
+    automatic dynamic shapes), which then serves every length grouped batches bring, each replayed
+    from its own CUDA graph. `dynamic=False` would compile every shape anew (~10 s each on an H200).
     `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool."""
     global _graphed
     if model in _compiled:
@@ -52,7 +56,7 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     if not compiler_works(next(model.parameters()).device):
         return False
     for layer in decoder_layers(model):  # the layer's own forward, compiled: hooks and checkpointing stay outside
-        layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=False)
+        layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=None)
     if graphs:
         _graphed = True
     if graphs and accumulating:

@@ -14,8 +14,8 @@ run step by step from the pieces below (`lora_config`, `sft_config`, then the co
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
-  when nothing fits without it; on a GPU each decoder layer compiled and replayed as a CUDA graph
-  (batch lengths rounded up to 16), on a CPU batches grouped by length (little padding);
+  when nothing fits without it; batches of rows of similar length (little padding); on a GPU each
+  decoder layer compiled and replayed as a CUDA graph (batch lengths rounded up to 16);
 - no needless waits for the GPU: metrics read once per log, no synchronize per optimizer tensor;
 - a run folder (`pricer.runs`) that a rerun of the same command finds and resumes from its last
   good checkpoint, on Drive or, with `push`, from the Hub;
@@ -130,8 +130,10 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     from pricer.models import precision
 
     compiled = options.fast and torch.cuda.is_available()
-    grouped = options.fast and not compiled and patch_status().train_sampler  # groups: many shapes to compile
     world = distributed.world_size()
+    # grouped batches: lengths rounded up to 16 give a few shapes, and compiled layers take them as dynamic
+    # lengths (one more compile, not one per shape). Data-parallel runs keep Trainer's sharded random order.
+    grouped = options.fast and patch_status().train_sampler and world == 1
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
@@ -235,7 +237,7 @@ def optimizer_without_gpu_waits(trainer) -> None:
 
 
 def group_rows_by_length(trainer, setup: Setup) -> None:
-    """On a CPU (`setup.grouped`): batches of rows of similar length, in random order, so little padding."""
+    """With `setup.grouped`: batches of rows of similar length, in random order, so little padding."""
     if setup.grouped:
         _extend(trainer, grouped_trainer)
 

@@ -196,10 +196,12 @@ def test_make_title():
 class Batched:
     """A predictor that answers in batches, recording the batch sizes it was given."""
 
-    def __init__(self, guesses, batch_size=None):
+    def __init__(self, guesses, batch_size=None, chunk_size=None):
         self.guesses, self.batches = guesses, []
         if batch_size:
             self.batch_size = batch_size
+        if chunk_size:
+            self.chunk_size = chunk_size
 
     def __call__(self, row):
         raise AssertionError("a batched predictor must not be called per item")
@@ -209,12 +211,14 @@ class Batched:
         return [f"${self.guesses[row['i']]:,.2f}" for row in rows]
 
 
-@pytest.mark.parametrize("batch_size, batches", [(7, [7, 7, 6]), (None, [20])])
-def test_batched_predictor_matches_per_item(batch_size, batches):
+@pytest.mark.parametrize("batch_size, chunk_size, batches", [(7, None, [7, 7, 6]), (None, None, [20]),
+                                                           (3, 8, [8, 8, 4])])
+def test_batched_predictor_matches_per_item(batch_size, chunk_size, batches):
+    """Chunks of the predictor's chunk_size (what PricePredictor sorts over at once), else its batch_size."""
     rows = make_rows(20)
     guesses = guesses_for(rows) * 10  # some answers above $1,000, to exercise the comma
     single = evaluate(lambda row: f"${guesses[row['i']]:,.2f}", rows, title="T", save=False)
-    predictor = Batched(guesses, batch_size)
+    predictor = Batched(guesses, batch_size, chunk_size)
     batched = evaluate(predictor, rows, title="T", save=False)
     assert predictor.batches == batches
     assert numbers(batched) == numbers(single)

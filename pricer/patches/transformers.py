@@ -97,7 +97,9 @@ def fuse_kernels(model) -> bool:
         return True
     if not FUSED_KERNELS.on or not compiler_works(next(model.parameters()).device):
         return False
-    norm, swiglu = compiled(_rms_norm, dynamic=False), compiled(_silu_mul, dynamic=False)
+    # dynamic=None: the first shape compiles as it is, the next once more with its sizes symbolic, which
+    # then serves every batch length and tree width: no padding for the compiler, no compile per shape
+    norm, swiglu = compiled(_rms_norm, dynamic=None), compiled(_silu_mul, dynamic=None)
     rotary = {}  # modeling module -> its apply_rotary_pos_emb, compiled once
     fused = 0
     silu = getattr(model.config, "hidden_act", None) == "silu"
@@ -111,7 +113,7 @@ def fuse_kernels(model) -> bool:
         elif _reads_global(forward, "apply_rotary_pos_emb"):
             scope = forward.__globals__
             if scope["__name__"] not in rotary:
-                rotary[scope["__name__"]] = compiled(scope["apply_rotary_pos_emb"], dynamic=False)
+                rotary[scope["__name__"]] = compiled(scope["apply_rotary_pos_emb"], dynamic=None)
             module.forward = types.MethodType(_rebound(forward, "apply_rotary_pos_emb", rotary[scope["__name__"]]),
                                               module)
         else:
