@@ -510,3 +510,39 @@ def test_one_process_seeing_several_gpus_trains_on_one(monkeypatch, capsys):
     launched = args_seeing(2)
     one_gpu_per_process(launched)
     assert launched.n_gpu == 2
+
+
+def test_compiled_layers_take_grouped_lengths_without_a_compile_each(tiny_model, tmp_path):
+    """On a GPU batches are grouped by length and the layers compiled: lengths rounded up to 16 give a few
+    shapes, and the compiler makes the length symbolic at the second one instead of compiling each anew.
+    Same losses as the same grouped batches run eagerly (fp32 on CPU)."""
+    import torch
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from pricer.memory import BatchPlan
+    from pricer.models import load_tokenizer
+    from pricer.train import Options, Setup, build_trainer
+
+    rows = [{"prompt": f"Title: a {'big ' * (12 * (i % 6))}lamp\n\nPrice is $", "completion": f"{10 + i}.00"}
+            for i in range(24)]  # six lengths ~12 tokens apart: five or six batch shapes once grouped
+    preset = get_preset("tiny", base_model=tiny_model, batch_size=4, max_length=128, lora_dropout=0.0)
+
+    def run(compiled):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        setup = Setup("fp32", BatchPlan(4, 1, False, 1.0, 10.0), grouped=True, compiled=compiled)
+        trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
+                                Options(max_steps=6))
+        widths = {batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()}
+        before = counters["stats"]["unique_graphs"]
+        trainer.train()
+        return widths, counters["stats"]["unique_graphs"] - before, [h["loss"] for h in trainer.state.log_history
+                                                                     if "loss" in h]
+
+    widths, graphs, losses = run(compiled=True)
+    _, _, eager_losses = run(compiled=False)
+    assert len(widths) >= 5 and all(w % 16 == 0 for w in widths), widths
+    # per kind of input (layer 0's does not require grad, the others' do): the first length, then a symbolic one
+    assert graphs <= 4, f"{graphs} compiled graphs for {len(widths)} lengths"
+    assert losses == pytest.approx(eager_losses, rel=1e-4)
