@@ -9,6 +9,8 @@ side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longes
 checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
 same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
 `pricer.train.build_trainer` with a plan made for a 14 GB budget (a T4), whatever GPU runs it.
+`ours_<dtype>_bnbadam` (ablation, by --configs) is ours with the optimizer it had before torch's fused
+AdamW: bitsandbytes' paged AdamW minus its per-tensor waits, LoRA weights in the dtype TRL leaves.
 
 Unsloth runs in its own process and site folder, one configuration each (bench/unsloth_arm.py), on the same
 saved model and rows. Rows are token ids with the lengths of the course's prompts (prompt + completion <= 128,
@@ -23,6 +25,7 @@ import json
 import math
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -42,6 +45,7 @@ EOS = 1
 UNSLOTH = "unsloth_padded_nockpt_bf16,unsloth_padded_nockpt_fp16,unsloth_auto_bf16,unsloth_auto_fp16,"\
           "unsloth_padded_bf16,unsloth_padded_fp16"
 T4_GB = 14.0  # what a configuration's peak must stay under to count as fitting a T4
+CONFIG = re.compile(r"course_(bf16|fp16|fp32)|course_fp16_fixed|ours_(bf16|fp16|fp32)(_bnbadam)?")  # --configs names
 
 
 def make_rows(n: int, top: int, eos: int = EOS, seed: int = 0) -> list[dict]:
@@ -144,10 +148,14 @@ def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path
 
 
 def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
-                micro_batch: int | None):
-    """pricer.train's trainer with the plan it would make for a `budget_gb` device."""
+                micro_batch: int | None, bnb_adam: bool = False):
+    """pricer.train's trainer with the plan it would make for a `budget_gb` device; `bnb_adam`: with
+    bitsandbytes' AdamW minus its waits (the optimizer before torch's fused one), LoRA weights as TRL leaves them."""
+    import torch
+
     from pricer.config import get_preset
     from pricer.memory import ModelShape
+    from pricer.speed import optimizer_without_syncs
     from pricer.train import Options, applied_setup, build_trainer, plan_setup
 
     preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
@@ -156,6 +164,11 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                        Options(budget_gb=budget_gb, micro_batch=micro_batch))
     setup = replace(setup, precision=precision)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
+    if bnb_adam:
+        trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)
+        for param in trainer.model.parameters():  # bf16 from TRL (lossless back), fp32 in fp16 (settle_trainable_dtype)
+            if param.requires_grad and precision == "bf16":
+                param.data = param.data.to(torch.bfloat16)
     return trainer, applied_setup(trainer)
 
 
@@ -223,7 +236,7 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
                                            fix_fp16=name.endswith("fixed")), None
         else:
             trainer, setup = our_trainer(model, tokenizer, rows, precision, steps, tmp / name,
-                                         args.budget_gb, args.micro_batch)
+                                         args.budget_gb, args.micro_batch, bnb_adam=name.endswith("_bnbadam"))
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
                     "grouped": setup.grouped, "compiled": setup.compiled}
@@ -254,8 +267,13 @@ def summarise(results: dict, on_gpu: bool) -> dict:
     if not on_gpu:
         return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
                 "loss_gap_first5_fp32": gap("ours_fp32", "course_fp32"), **against_unsloth(results, ["fp32"])}
+    ablation = {f"{key}_{p}": value for p in ("bf16", "fp16") if f"ours_{p}_bnbadam" in results
+                for key, value in (("speedup_fused_adamw", ratio(f"ours_{p}", f"ours_{p}_bnbadam")),
+                                   ("loss_gap_all_fused_adamw", gap(f"ours_{p}", f"ours_{p}_bnbadam", k=None)),
+                                   ("grad_norm_gap_all_fused_adamw",
+                                    gap(f"ours_{p}", f"ours_{p}_bnbadam", "grad_norms", None)))}
     return {"speedup_bf16": ratio("ours_bf16", "course_bf16"), "speedup_fp16": ratio("ours_fp16", "course_fp16_fixed"),
-            "peak_gb": max(peaks) if peaks else None,
+            "peak_gb": max(peaks) if peaks else None, **ablation,
             "loss_gap_first5_bf16": gap("ours_bf16", "course_bf16"),
             "loss_gap_first5_fp16": gap("ours_fp16", "course_fp16_fixed"),
             "grad_norm_gap_all_bf16": gap("ours_bf16", "course_bf16", "grad_norms", None),
@@ -317,6 +335,10 @@ def main(argv=None) -> dict:
     args.steps = args.steps or (10 if on_gpu else 3)
     args.warmup = args.warmup or (5 if on_gpu else 1)  # GPU: compiling, then recording the CUDA graphs
     configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32"]
+    unknown = [n for n in args.configs.split(",") if not CONFIG.fullmatch(n)]
+    if unknown:
+        raise SystemExit(f"--configs: {', '.join(unknown)} unknown; known: course_<dtype>, course_fp16_fixed, "
+                         "ours_<dtype>, ours_<dtype>_bnbadam (dtype bf16, fp16 or fp32)")
     unsloth = [n for n in args.unsloth.split(",") if n] if on_gpu else ["unsloth_padded_fp32"]
     if unsloth and on_gpu and not args.unsloth_site:
         raise SystemExit("--unsloth-site is missing: Unsloth runs in its own site folder (bench/unsloth_env.py); "
