@@ -10,6 +10,8 @@ side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longes
 checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
 same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
 `pricer.train.build_trainer` with a plan made for a 14 GB budget (a T4), whatever GPU runs it.
+`ours_<dtype>_bnbadam` (ablation, by --configs) is ours with the optimizer it had before torch's fused
+AdamW: bitsandbytes' paged AdamW minus its per-tensor waits, LoRA weights in the dtype TRL leaves.
 
 Unsloth runs in its own process and site folder, one configuration each (bench/unsloth_arm.py), on the same
 saved model and rows. Rows are token ids with the lengths of the course's prompts (prompt + completion <= 128,
@@ -24,6 +26,7 @@ import json
 import math
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -43,6 +46,7 @@ EOS = 1
 UNSLOTH = "unsloth_padded_nockpt_bf16,unsloth_padded_nockpt_fp16,unsloth_auto_bf16,unsloth_auto_fp16,"\
           "unsloth_padded_bf16,unsloth_padded_fp16"
 T4_GB = 14.0  # what a configuration's peak must stay under to count as fitting a T4
+CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?|ours_(bf16|fp16|fp32)(_bnbadam|_padded)?")  # --configs names
 
 
 def make_rows(n: int, top: int, eos: int = EOS, seed: int = 0) -> list[dict]:
@@ -151,11 +155,15 @@ def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path
 
 
 def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
-                micro_batch: int | None, grouped: bool = True):
-    """pricer.train's trainer with the plan it would make for a `budget_gb` device (`grouped=False`: Trainer's
-    random batches, as before pricer grouped them on a GPU: an ablation)."""
+                micro_batch: int | None, grouped: bool = True, bnb_adam: bool = False):
+    """pricer.train's trainer with the plan it would make for a `budget_gb` device. Ablations: `grouped=False`,
+    Trainer's random batches (as before pricer grouped them on a GPU); `bnb_adam`, bitsandbytes' AdamW minus its
+    waits (the optimizer before torch's fused one), LoRA weights as TRL leaves them."""
+    import torch
+
     from pricer.config import get_preset
     from pricer.memory import ModelShape
+    from pricer.speed import optimizer_without_syncs
     from pricer.train import Options, applied_setup, build_trainer, plan_setup
 
     preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
@@ -164,6 +172,11 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                        Options(budget_gb=budget_gb, micro_batch=micro_batch))
     setup = replace(setup, precision=precision, grouped=setup.grouped and grouped)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
+    if bnb_adam:
+        trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)
+        for param in trainer.model.parameters():  # bf16 from TRL (lossless back), fp32 in fp16 (settle_trainable_dtype)
+            if param.requires_grad and precision == "bf16":
+                param.data = param.data.to(torch.bfloat16)
     return trainer, applied_setup(trainer)
 
 
@@ -231,7 +244,8 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
                                            fix_fp16="_fixed" in name, grouped=name.endswith("_grouped")), None
         else:
             trainer, setup = our_trainer(model, tokenizer, rows, precision, steps, tmp / name,
-                                         args.budget_gb, args.micro_batch, grouped=not name.endswith("_padded"))
+                                         args.budget_gb, args.micro_batch, grouped=not name.endswith("_padded"),
+                                         bnb_adam=name.endswith("_bnbadam"))
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
                     "grouped": setup.grouped, "compiled": setup.compiled}
@@ -278,6 +292,10 @@ def summarise(results: dict, on_gpu: bool) -> dict:
         twin = same_rows(f"ours_{p}", course)
         summary.update({f"math_compared_with_{p}": twin, f"loss_gap_first5_{p}": gap(f"ours_{p}", twin),
                         f"grad_norm_gap_all_{p}": gap(f"ours_{p}", twin, "grad_norms", None), **ablations(p)})
+        if f"ours_{p}_bnbadam" in results:  # the optimizer's own math: same batches, bitsandbytes' AdamW
+            summary.update({f"loss_gap_all_fused_adamw_{p}": gap(f"ours_{p}", f"ours_{p}_bnbadam", k=None),
+                            f"grad_norm_gap_all_fused_adamw_{p}": gap(f"ours_{p}", f"ours_{p}_bnbadam",
+                                                                      "grad_norms", None)})
     return {**summary, **against_unsloth(results, ["bf16", "fp16"])}
 
 
@@ -341,6 +359,10 @@ def main(argv=None) -> dict:
     args.epoch_steps = args.epoch_steps or (15 if on_gpu else args.steps + (args.warmup or 1))
     args.warmup = args.warmup or (args.epoch_steps if on_gpu else 1)
     configs = args.configs.split(",") if on_gpu else ["course_fp32", "ours_fp32", "course_fp32_grouped"]
+    unknown = [n for n in args.configs.split(",") if not CONFIG.fullmatch(n)]
+    if unknown:
+        raise SystemExit(f"--configs: {', '.join(unknown)} unknown; known: course_<dtype>[_grouped], "
+                         "course_fp16_fixed[_grouped], ours_<dtype>[_bnbadam|_padded] (dtype bf16, fp16 or fp32)")
     unsloth = [n for n in args.unsloth.split(",") if n] if on_gpu else ["unsloth_padded_fp32"]
     if unsloth and on_gpu and not args.unsloth_site:
         raise SystemExit("--unsloth-site is missing: Unsloth runs in its own site folder (bench/unsloth_env.py); "

@@ -5,7 +5,9 @@
     plan = plan_batches(shape, preset, lengths, Device(budget_gb=14.0))    # or PricerError naming what fits
 
 The estimate adds the weights (4-bit packed layers, 16-bit embeddings), the LoRA weights with
-their gradients and AdamW state, and the activations autograd keeps for the backward pass. The
+their gradients and AdamW state (fp32 moments; the weights and gradients in fp32 too wherever the
+LoRA weights are: fp16, fp32, and bf16 with torch's fused AdamW, `Device.lora_fp32`), and the
+activations autograd keeps for the backward pass. The
 activation bytes per token and layer were measured with `torch.autograd.graph.saved_tensors_hooks`
 on a Llama-3.2-3B-shaped layer (bf16, LoRA r=32), fitted as `a * hidden + b * intermediate`, and
 scaled to the one GPU measurement we have: lite at batch 32 x 128 on an H100 peaked at 18.3 GB
@@ -35,7 +37,8 @@ ACTIVATION_A = {(False, False): 27.6, (False, True): 31.6, (True, False): 35.7, 
 ACTIVATION_B = {(False, False): 6.0, (False, True): 6.0, (True, False): 10.0, (True, True): 14.0}
 CALIBRATION = 0.94  # the H100's measured 18.3 GB (lite, 32 x 128, no checkpointing) over this table's figure
 FUSED_SAVING = (8.0, 2.0)  # fused RMSNorm keeps its input only (-8 x hidden), fused SwiGLU drops silu(g) (-2 x inter)
-FP32_LORA_INPUTS = 9.0  # x hidden bytes: fp16 training (LoRA weights in fp32) keeps fp32 copies of LoRA inputs (H100)
+FP32_LORA_INPUTS = 9.0  # x hidden bytes: fp32 LoRA weights in 16-bit training keep fp32 copies of LoRA inputs
+# (measured in fp16 on an H100; bf16 with fp32 LoRA weights keeps 8 x hidden more than with bf16 ones on CPU)
 HEADROOM = 1.05  # allocator rounding and fragmentation on top of what tensors hold
 FIXED_GB = 0.3  # CUDA workspaces, optimizer scratch
 SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens: with completion-only scoring, the loss head sees only those
@@ -87,6 +90,11 @@ class ModelShape:
         shapes = self.linear_shapes()
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
+    def lora_tensor_sizes(self, r: int, targets) -> list[int]:
+        """Elements of each LoRA tensor of one layer (A: r x in, B: out x r); every layer has the same."""
+        shapes = self.linear_shapes()
+        return [r * n for t in targets if t in shapes for n in shapes[t]]
+
 
 @dataclass(frozen=True)
 class Device:
@@ -97,6 +105,13 @@ class Device:
     padded: bool = False  # batches padded to their longest row (else a high percentile of summed lengths)
     compiled: bool = False  # compiled decoder layers (GPU): fused kernels, the activation budget
     patches: PatchStatus | None = None  # the patches training applies (None: this process's status())
+    lora_fp32: bool | None = None  # LoRA weights in fp32 (None: unless bf16, where TRL leaves them bf16)
+
+    @property
+    def lora_width(self) -> int:
+        """Bytes per LoRA weight (and gradient): 4 in fp32, 2 where TRL's bf16 cast stands."""
+        fp32 = self.precision != "bf16" if self.lora_fp32 is None else self.lora_fp32
+        return 4 if fp32 else 2
 
     @property
     def applied(self) -> PatchStatus:
@@ -126,7 +141,7 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
         a, b = a - FUSED_SAVING[0], b - FUSED_SAVING[1]
     width = bytes_per_value(precision)
     per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * width / 2
-    if precision == "fp16":
+    if precision != "fp32" and device.lora_width == 4:
         per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
         per_layer *= device.applied.activation_budget
@@ -141,7 +156,7 @@ def estimate_peak_gb(shape: ModelShape, preset, micro_batch: int, tokens: int, c
     patches, precision = device.applied, device.precision
     lora = shape.lora_params(preset.lora_r, preset.target_modules)
     width = bytes_per_value(precision)
-    trainable = lora * (2 * width + 8)  # weight + gradient, AdamW's two fp32 moments
+    trainable = lora * (2 * device.lora_width + 8)  # weight + gradient, AdamW's two fp32 moments
     scored = micro_batch * SCORED_PER_ROW if patches.completion_scoring else tokens
     loss_chunk = scored * shape.vocab * 4 * 2  # fp32 logits and their gradient
     total = (weight_bytes(shape, preset.quant, width) + trainable + loss_chunk

@@ -6,7 +6,9 @@
   `pricer.predict.PricePredictor`, for any length; compiled layers round training batch lengths up to
   PAD_MULTIPLE (each length is replayed from its own CUDA graph);
 - `score_completions_only`: TRL's loss projects only the completion's positions on CPU too;
-- `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
+- `optimizer_for_lora`: torch's fused AdamW (one kernel for all tensors, no wait for the GPU in fp16 either)
+  where the configured bitsandbytes 32-bit AdamW would page nothing; else `optimizer_without_syncs`: the
+  configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
 - `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
 
 What changes a library's behaviour lives in `pricer.patches` (one module per library, each fenced by
@@ -16,14 +18,14 @@ it. Measured effects: bench/README.md.
 
 import weakref
 
-from pricer.patches.bitsandbytes import paged_waits_only
+from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
 from pricer.patches.torch import PAD_MULTIPLE, compiled, compiler_works
 from pricer.patches.transformers import fuse_kernels, with_train_sampler
 from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
 
 __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_layers", "fuse_kernels",
-           "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_without_syncs",
-           "score_completions_only"]
+           "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_for_lora",
+           "optimizer_without_syncs", "score_completions_only", "torch_adamw_replaces"]
 
 _compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
 _graphed = False  # True once layers were compiled for CUDA graphs here: their pools live as long as the process
@@ -139,3 +141,42 @@ def optimizer_without_syncs(args):
     if cls.__module__.startswith("bitsandbytes") and kwargs.get("optim_bits") == 32:
         cls = paged_waits_only(cls)
     return cls, kwargs
+
+
+FUSED_DEVICES = ("cuda", "cpu")  # where torch's AdamW has a fused kernel for fp32 weights; elsewhere: foreach
+BITSANDBYTES_ADAMW_32BIT = ("paged_adamw_32bit",)  # transformers' `optim` names for it (tests/test_optimizer.py)
+
+
+def torch_adamw_replaces(optim: str, sizes) -> bool:
+    """Whether torch's AdamW stands in for the optimizer `optim` names on tensors of these sizes (element
+    counts): a bitsandbytes 32-bit AdamW, paged or not, that would page none of them.
+
+    The memory preflight asks before any weight loads (pricer.train.plan_setup), the trainer when it is built:
+    the same answer, from the same sizes, so the preflight counts the fp32 LoRA weights that come with it.
+    By name, as transformers maps it: its own mapping needs a TrainingArguments, whose making resets accelerate."""
+    return TORCH_ADAMW.on and optim in BITSANDBYTES_ADAMW_32BIT and not pages_any(sizes, paged="paged" in optim)
+
+
+def optimizer_for_lora(args, params):
+    """(class, kwargs) for training `params` with `args.optim`: torch's AdamW where `torch_adamw_replaces`,
+    else `optimizer_without_syncs(args)`.
+
+    Paging pays for large states only; the LoRA tensors of lite are all under bitsandbytes' threshold, so
+    its paged AdamW updates them as plain fp32 tensors, one kernel launch each (224 for lite). torch's
+    fused AdamW updates them all in a few kernels, with the hyper-parameters Trainer reads from `args`
+    (weight decay per parameter group, as Trainer sets it). The math is bitsandbytes' (tests/test_optimizer.py),
+    on condition that the weights are fp32: its state is in the weights' dtype, and bitsandbytes' 32-bit
+    state is fp32, so pricer.train makes them fp32 first. In fp16 it also spares a wait per step: torch's
+    GradScaler reads `found_inf` (`.item()`) before stepping an optimizer that can't skip a step itself, and
+    hands it to a fused one (`_step_supports_amp_scaling`). One difference: a step skipped for an overflow
+    still advances the learning-rate schedule (accelerate sees no skip without that read)."""
+    import torch
+    from transformers import Trainer
+
+    params = list(params)
+    if not torch_adamw_replaces(args.optim, [p.numel() for p in params]):
+        return optimizer_without_syncs(args)
+    _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    fused = all(p.device.type in FUSED_DEVICES and p.dtype == torch.float32 for p in params)
+    return torch.optim.AdamW, dict(lr=kwargs["lr"], betas=kwargs["betas"], eps=kwargs["eps"],
+                                   weight_decay=args.weight_decay, **({"fused": True} if fused else {"foreach": True}))

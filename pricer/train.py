@@ -16,7 +16,9 @@ run step by step from the pieces below (`lora_config`, `sft_config`, then the co
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
   when nothing fits without it; batches of rows of similar length (little padding); on a GPU each
   decoder layer compiled and replayed as a CUDA graph (batch lengths rounded up to 16);
-- no needless waits for the GPU: metrics read once per log, no synchronize per optimizer tensor;
+- no needless waits for the GPU: metrics read once per log; where paged AdamW would page nothing (lite),
+  torch's fused AdamW on fp32 LoRA weights (bitsandbytes' math, one kernel for all tensors), elsewhere
+  bitsandbytes' without its synchronize per tensor;
 - a run folder (`pricer.runs`) that a rerun of the same command finds and resumes from its last
   good checkpoint, on Drive or, with `push`, from the Hub;
 - a training model always loaded fresh: a 4-bit model that ran inference on CPU trains with zero
@@ -38,7 +40,7 @@ from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, open_run
 from pricer.speed import (PAD_MULTIPLE, compile_layers, graphs_used, grouped_trainer, lazy_metrics_trainer,
-                          optimizer_without_syncs, score_completions_only)
+                          optimizer_for_lora, score_completions_only, torch_adamw_replaces)
 
 SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
 _APPLIED = weakref.WeakKeyDictionary()  # trainer -> the Setup actually applied (compiling may fall back)
@@ -79,7 +81,7 @@ class TrainResult:
 class Setup:
     """How a preset trains on this device: precision, batch split and speed switches."""
 
-    precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU)
+    precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU); with torch's AdamW, fp32 LoRA always
     plan: BatchPlan
     grouped: bool = True  # batches of similar lengths: little compute spent on padding
     compiled: bool = False  # decoder layers compiled and replayed as CUDA graphs (GPU only)
@@ -137,7 +139,9 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
-    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled)
+    sizes = shape.lora_tensor_sizes(preset.lora_r, preset.target_modules)
+    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled,
+                    lora_fp32=torch_adamw_replaces(optimizer_for(preset), sizes) or None)  # as optimizer_without_gpu_waits
     plan = plan_batches(shape, per_process, lengths, device, options.micro_batch, options.checkpointing)
     return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
@@ -232,8 +236,13 @@ def read_metrics_once_per_log(trainer) -> None:
 
 
 def optimizer_without_gpu_waits(trainer) -> None:
-    """bitsandbytes' paged AdamW without its wait for the GPU after every tensor (pricer.speed)."""
-    trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)  # read when training creates it
+    """Where paged AdamW would page no LoRA tensor: torch's fused AdamW, on LoRA weights made fp32 here (its
+    state takes their dtype; bitsandbytes' 32-bit state is fp32). Else bitsandbytes' own without its wait for
+    the GPU after every tensor (pricer.speed.optimizer_for_lora). Read when training creates the optimizer."""
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    if torch_adamw_replaces(trainer.args.optim, [p.numel() for p in params]):
+        _trainable_in_fp32(trainer.model)  # before the choice: the fused kernel wants fp32 tensors, here all of them
+    trainer.optimizer_cls_and_kwargs = optimizer_for_lora(trainer.args, params)
 
 
 def group_rows_by_length(trainer, setup: Setup) -> None:
@@ -329,11 +338,16 @@ def graphs_are_safe(setup: Setup, resuming: bool) -> bool:
 
 def settle_trainable_dtype(model, precision: str) -> None:
     """LoRA weights in fp32 unless training in bf16: TRL casts them to bf16, which fp16 AMP can't unscale
-    ("_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for 'BFloat16') and a CPU runs slowly."""
+    ("_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for 'BFloat16') and a CPU runs slowly.
+    In bf16 they stay as they are: bf16 from TRL, or fp32 for torch's AdamW (optimizer_without_gpu_waits)."""
     if precision != "bf16":
-        for param in model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
+        _trainable_in_fp32(model)
+
+
+def _trainable_in_fp32(model) -> None:
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
 
 
 def training_rows(preset) -> list[dict]:

@@ -228,6 +228,19 @@ def test_bitsandbytes_marks_paged_states_is_paged():
     assert 'is_paged = getattr(s1, "is_paged", False)' in inspect.getsource(Optimizer8bit.prefetch_state)
 
 
+def test_bitsandbytes_paging_threshold_is_ours():
+    """pricer.speed runs torch's AdamW where bitsandbytes would page no state: it pages from this size up only."""
+    import re
+
+    from bitsandbytes.optim.optimizer import Optimizer8bit
+
+    from pricer.patches.bitsandbytes import PAGING_THRESHOLD
+
+    source = inspect.getsource(Optimizer8bit.get_state_buffer)
+    unpaged = re.search(r"if not self\.is_paged or p\.numel\(\) < ([0-9.e+]+):\n\s+return torch\.zeros_like", source)
+    assert unpaged and float(unpaged.group(1)) == PAGING_THRESHOLD
+
+
 def test_bitsandbytes_cpu_repacking_is_what_train_guards_against():
     """pricer.patches.bitsandbytes.keep_weights_packed_for_training / check_fresh (the CPU-repacking guard) read these."""
     import bitsandbytes.functional as F

@@ -16,7 +16,8 @@ These modules import only `pricer.errors` from pricer, so predictors (`pricer.pr
 
     trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log
     transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused
-    bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; no Hub kernel at import
+    bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; torch's fused AdamW where
+                     nothing would be paged; no Hub kernel at import
     torch.py         compiler settings (recompile limit, activation budget) while our compiled code runs
 
 tests/test_patches.py holds a canary per patch: it fails when the upstream code a patch relies on
@@ -50,7 +51,8 @@ SFTTrainer's NLL path and FusedCausalLMOutput's fields
 the RMSNorm / SwiGLU / attention code the fused kernels replace or rebind
 (test_transformers_fused_modules_are_llamas), bitsandbytes' CPU repacking that pricer.train guards
 against (test_bitsandbytes_cpu_repacking_is_what_train_guards_against), bitsandbytes' CPU probe and
-Hub-kernel fetch at import (test_bitsandbytes_cpu_backend_probe_is_what_the_guard_expects).
+Hub-kernel fetch at import (test_bitsandbytes_cpu_backend_probe_is_what_the_guard_expects), bitsandbytes'
+paging threshold that decides where torch's AdamW stands in (test_bitsandbytes_paging_threshold_is_ours).
 Gone: torch._dynamo (the public torch.compiler.config.recompile_limit instead, scoped like the budget);
 _commit_hash (transformers 5 no longer sets it, so the prediction fingerprint always read None: the
 revision now comes from huggingface_hub.resolve_revision); _name_or_path (the public name_or_path).
@@ -74,6 +76,7 @@ class PatchStatus:
     compiler_settings: bool  # torch: recompile limit and activation budget for compiled layers
     cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
     no_hub_kernel: bool  # bitsandbytes: no Hub download (nor its warning) at import on AVX512-BF16 CPUs
+    torch_adamw: bool  # bitsandbytes: its 32-bit AdamW, where it would page nothing, run as torch's fused AdamW
 
     @property
     def activation_budget(self) -> float:
@@ -89,7 +92,7 @@ def fences() -> list[Fence]:
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
             transformers.FUSED_KERNELS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
-            bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL]
+            bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL, bitsandbytes.TORCH_ADAMW]
 
 
 def status() -> PatchStatus:

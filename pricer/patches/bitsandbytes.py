@@ -9,6 +9,13 @@ step keeping the wait where the state is paged (bitsandbytes marks those `is_pag
 `prefetch_state` reads it). The update kernels are bitsandbytes' own: bit-identical weights
 (tests/test_train.py). Off: bitsandbytes' own step, a wait after every tensor.
 
+Where a paged 32-bit AdamW would page nothing, it needn't run at all: a state is paged only from
+PAGING_THRESHOLD elements up (`p.numel() < 1e5` in `Optimizer8bit.get_state_buffer`; every LoRA
+tensor of lite, r * 3072 = 98,304, is under it), and below that its states are ordinary fp32 tensors
+updated one kernel launch per tensor. `pages_any(sizes, paged)` says whether it would page one of
+them; `pricer.speed` runs torch's fused AdamW, the same math, where it wouldn't. Off (another
+bitsandbytes, whose threshold we haven't read): bitsandbytes' optimizer runs, paged or not.
+
 The CPU-repacking guard: once a 4-bit model runs an inference forward on CPU, bitsandbytes repacks
 its weights (`quant_state.packing_format_for_cpu`) for a faster kernel, and LoRA training afterwards
 gets zero gradients, silently. `keep_weights_packed_for_training` turns the repacking off on our
@@ -39,6 +46,11 @@ from pricer.patches.fence import Fence
 TESTED = ("0.50.2",)
 PAGED_WAITS_ONLY = Fence("bitsandbytes.paged_waits_only", "bitsandbytes", TESTED,
                          "bitsandbytes' optimizer waits for the GPU after updating every tensor")
+
+
+PAGING_THRESHOLD = 100_000  # elements: bitsandbytes pages a state from this size up (Optimizer8bit.get_state_buffer)
+TORCH_ADAMW = Fence("bitsandbytes.torch_adamw_where_unpaged", "bitsandbytes", TESTED,
+                    "bitsandbytes' 32-bit AdamW updates the LoRA tensors one kernel launch each")
 
 
 CPU_REPACKING = Fence("bitsandbytes.cpu_repacking_guard", "bitsandbytes", TESTED,
@@ -86,6 +98,12 @@ def _paged_waits_only(optimizer_class):
 
     PagedWaitsOnly.__name__ = PagedWaitsOnly.__qualname__ = f"{optimizer_class.__name__}PagedWaitsOnly"
     return PagedWaitsOnly
+
+
+def pages_any(sizes, paged: bool) -> bool:
+    """Whether a bitsandbytes optimizer (`paged` or not) would page the state of a tensor of one of these
+    sizes (element counts). Read only where TORCH_ADAMW is on: the threshold is this bitsandbytes' own."""
+    return paged and any(n >= PAGING_THRESHOLD for n in sizes)
 
 
 def check_fresh(model) -> None:
