@@ -16,6 +16,7 @@ the versions it was tested with, off with one line outside them); this module de
 it. Measured effects: bench/README.md.
 """
 
+import functools
 import weakref
 
 from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
@@ -178,5 +179,39 @@ def optimizer_for_lora(args, params):
         return optimizer_without_syncs(args)
     _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     fused = all(p.device.type in FUSED_DEVICES and p.dtype == torch.float32 for p in params)
-    return torch.optim.AdamW, dict(lr=kwargs["lr"], betas=kwargs["betas"], eps=kwargs["eps"],
+    return resumable_adamw(), dict(lr=kwargs["lr"], betas=kwargs["betas"], eps=kwargs["eps"],
                                    weight_decay=args.weight_decay, **({"fused": True} if fused else {"foreach": True}))
+
+
+@functools.cache
+def resumable_adamw():
+    """torch's AdamW that also resumes from a checkpoint bitsandbytes' 32-bit AdamW wrote (a run begun before
+    pricer chose torch's): the same moments under other names (`state1`, `state2`), the step an int, and
+    parameter groups with bitsandbytes' keys, which give way to this optimizer's own (`fused` stays)."""
+    import torch
+
+    class AdamW(torch.optim.AdamW):
+        def load_state_dict(self, state_dict):
+            state = {key: _torch_moments(value) for key, value in state_dict["state"].items()}
+            groups = [{**{k: v for k, v in ours.items() if k not in saved or k in TORCH_ONLY},
+                       **{k: v for k, v in saved.items() if k in ours or k in SCHEDULER_KEYS}}
+                      for ours, saved in zip(self.param_groups, state_dict["param_groups"])]
+            if len(groups) != len(state_dict["param_groups"]):
+                groups = state_dict["param_groups"]  # torch's own error names the mismatch
+            super().load_state_dict({**state_dict, "state": state, "param_groups": groups})
+
+    return AdamW
+
+
+TORCH_ONLY = ("fused", "foreach", "capturable", "differentiable")  # how this optimizer runs, never the saved run's
+SCHEDULER_KEYS = ("params", "initial_lr")
+
+
+def _torch_moments(state: dict) -> dict:
+    import torch
+
+    packed = state.get("__bnb_optimizer_quant_state__", state)  # bitsandbytes' state_dict nests its tensors here
+    if "state1" not in packed:
+        return state
+    return {"step": torch.tensor(float(state["step"])), "exp_avg": packed["state1"], "exp_avg_sq": packed["state2"]}
+

@@ -43,7 +43,7 @@ def test_unpaged_bitsandbytes_adamw_becomes_torch_adamw_with_the_arguments_hyper
 
     params = lora_params()
     cls, kwargs = optimizer_for_lora(args_for("paged_adamw_32bit"), params)
-    assert cls is torch.optim.AdamW and kwargs.get("fused") is True  # CPU, fp32: torch has a fused kernel
+    assert issubclass(cls, torch.optim.AdamW) and kwargs.get("fused") is True  # CPU, fp32: torch has a fused kernel
     defaults = cls(params, **kwargs).defaults
     assert (defaults["lr"], defaults["betas"], defaults["eps"], defaults["weight_decay"]) == (3e-3, (0.8, 0.95), 1e-7, 0.05)
     half = [p.detach().to(torch.bfloat16).requires_grad_() for p in params]
@@ -121,7 +121,7 @@ def test_torch_adamw_takes_the_same_steps_as_bitsandbytes_32bit_adamw():
 
     def ours(groups, params):
         cls, kwargs = optimizer_for_lora(args, params)
-        assert cls is torch.optim.AdamW
+        assert issubclass(cls, torch.optim.AdamW)
         return cls(groups, **kwargs)
 
     theirs = after_steps(lambda groups, params: bnb.optim.AdamW(groups, **bnb_kwargs))
@@ -180,7 +180,7 @@ def test_a_bf16_4bit_training_runs_torch_adamw_on_fp32_lora_weights(tiny_model, 
     before = {n: p.detach().clone() for n, p in lora.items()}
     trainer.train()
     optimizer = trainer.optimizer.optimizer  # accelerate's wrapper around the one Trainer created, lazily
-    assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["fused"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
     assert [g["weight_decay"] for g in optimizer.param_groups if g["params"]] == [preset.weight_decay]
     assert {p.dtype for p in lora.values()} == {optimizer.state[p]["exp_avg"].dtype for p in lora.values()} \
         == {torch.float32}
@@ -221,3 +221,45 @@ def test_the_preflight_counts_fp32_lora_weights_wherever_they_train(monkeypatch)
             return round(estimate_peak_gb(shape, preset, 8, 8 * 120, False, device), 2)
 
         assert planned == estimate(True if fp32 else None) and (planned > estimate(None)) == fp32, preset.name
+
+
+def test_a_run_begun_with_bitsandbytes_adamw_resumes_under_torch_adamw():
+    """A checkpoint written by bitsandbytes' 32-bit AdamW (a run begun before pricer chose torch's) loads into
+    torch's AdamW: the next steps are the ones bitsandbytes would have taken, and the kernel stays fused."""
+    import copy
+
+    import bitsandbytes as bnb
+    import torch
+    from transformers import Trainer
+
+    from pricer.speed import optimizer_for_lora
+
+    args = args_for("paged_adamw_32bit")
+    _, bnb_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    torch.manual_seed(0)
+    start = [0.1 * torch.randn(shape) for shape in [(8, 96), (96, 8), (32,)]]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+
+    def run(optimizer, params, steps):
+        for step in steps:
+            for p, g in zip(params, grads[step]):
+                p.grad = g.clone()
+            optimizer.step()
+
+    def groups(params):
+        return [{"params": params[:2], "weight_decay": args.weight_decay}, {"params": params[2:], "weight_decay": 0.0}]
+
+    bnb_params = [torch.nn.Parameter(p.clone()) for p in start]
+    bnb_opt = bnb.optim.AdamW(groups(bnb_params), **bnb_kwargs)
+    run(bnb_opt, bnb_params, range(3))
+    checkpoint = copy.deepcopy(bnb_opt.state_dict())  # as saved to disk: its tensors go on changing in place
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in bnb_params]
+    run(bnb_opt, bnb_params, range(3, 5))  # bitsandbytes going on
+
+    cls, kwargs = optimizer_for_lora(args, resumed)
+    ours = cls(groups(resumed), **kwargs)
+    ours.load_state_dict(checkpoint)
+    assert ours.param_groups[0]["fused"] and "optim_bits" not in ours.param_groups[0]
+    run(ours, resumed, range(3, 5))
+    for a, b in zip(resumed, bnb_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
