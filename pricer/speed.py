@@ -1,7 +1,8 @@
 """Speed switches for training: same math, less waste. Used by pricer.train (and pricer.predict).
 
 - `grouped_trainer`: batches of rows of similar length (little padding), in random order (CPU and GPU);
-- `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU);
+- `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU); `eager_layers`
+  undoes it when compiling or graph capture fails mid-run (`pricer.train` falls back with it);
 - `fuse_kernels`: RMSNorm, SwiGLU and rotary embeddings compiled into single kernels (GPU), for
   `pricer.predict.PricePredictor`, for any length; compiled layers round training batch lengths up to
   PAD_MULTIPLE (each length is replayed from its own CUDA graph);
@@ -20,15 +21,15 @@ import functools
 import weakref
 
 from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
-from pricer.patches.torch import PAD_MULTIPLE, compiled, compiler_works
+from pricer.patches.torch import PAD_MULTIPLE, compile_failed, compiled, compiler_works, runs_eagerly
 from pricer.patches.transformers import fuse_kernels, with_train_sampler
 from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
 
-__all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_layers", "decoder_layers", "fuse_kernels",
-           "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer", "optimizer_for_lora",
-           "optimizer_without_syncs", "score_completions_only", "torch_adamw_replaces"]
+__all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_failed", "compile_layers", "decoder_layers",
+           "eager_layers", "fuse_kernels", "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer",
+           "optimizer_for_lora", "optimizer_without_syncs", "score_completions_only", "torch_adamw_replaces"]
 
-_compiled = weakref.WeakKeyDictionary()  # models whose layers compile_layers compiled
+_compiled = weakref.WeakKeyDictionary()  # model compile_layers compiled -> (its layers' own forwards, hook handles)
 _graphed = False  # True once layers were compiled for CUDA graphs here: their pools live as long as the process
 
 
@@ -52,19 +53,36 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     as it is; the next makes torch compile once more with the changed sizes symbolic (`dynamic=None`:
     automatic dynamic shapes), which then serves every length grouped batches bring, each replayed
     from its own CUDA graph. `dynamic=False` would compile every shape anew (~10 s each on an H200).
-    `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool."""
+    `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool.
+    A layer whose compiling or graph capture fails at a call runs eagerly from then on (`pricer.patches.torch`)."""
     global _graphed
     if model in _compiled:
         return True
     if not compiler_works(next(model.parameters()).device):
         return False
-    for layer in decoder_layers(model):  # the layer's own forward, compiled: hooks and checkpointing stay outside
+    layers = decoder_layers(model)
+    own = [vars(layer).get("forward") for layer in layers]  # an instance's own forward (a hook's), else the class's
+    for layer in layers:  # the layer's own forward, compiled: hooks and checkpointing stay outside
         layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=None)
     if graphs:
         _graphed = True
-    if graphs and accumulating:
-        _own_gradients(model)
-    _compiled[model] = True
+    _compiled[model] = (own, _own_gradients(model) if graphs and accumulating else [])
+    return True
+
+
+def eager_layers(model) -> bool:
+    """Undo compile_layers: each layer's own forward back, gradients no longer copied out of the graphs' pool;
+    False when there was nothing to undo. Graphs already recorded keep their pool (graphs_used stays True)."""
+    if model not in _compiled:
+        return False
+    own, hooks = _compiled.pop(model)
+    for layer, forward in zip(decoder_layers(model), own):
+        if forward is None:
+            del layer.forward
+        else:
+            layer.forward = forward
+    for hook in hooks:
+        hook.remove()
     return True
 
 
@@ -74,20 +92,19 @@ def graphs_used() -> bool:
 
 
 def is_compiled(model) -> bool:
-    """Whether compile_layers compiled this model's layers."""
-    return model in _compiled
+    """Whether this model's layers run compiled: compile_layers compiled them and they haven't fallen back to eager."""
+    return model in _compiled and not any(runs_eagerly(layer.forward) for layer in decoder_layers(model))
 
 
-def _own_gradients(model) -> None:
+def _own_gradients(model) -> list:
     """Copy each gradient out of the CUDA graphs' memory pool as soon as autograd stores it.
 
     Autograd adopts a graphed layer's gradient as the parameter's .grad without copying; the next
     micro-batch's replay reuses that memory, so gradient accumulation would fail ("accessing tensor
     output of CUDAGraphs that has been overwritten"). Without accumulation the optimizer has used the
-    gradients before the next replay, and the copies (one per LoRA tensor) are skipped."""
-    for param in model.parameters():
-        if param.requires_grad:
-            param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", p.grad.clone()))
+    gradients before the next replay, and the copies (one per LoRA tensor) are skipped. Returns the hooks' handles."""
+    return [param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", p.grad.clone()))
+            for param in model.parameters() if param.requires_grad]
 
 
 class LengthGroupedBatches:

@@ -15,7 +15,9 @@ run step by step from the pieces below (`lora_config`, `sft_config`, then the co
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
   when nothing fits without it; batches of rows of similar length (little padding); on a GPU each
-  decoder layer compiled and replayed as a CUDA graph (batch lengths rounded up to 16);
+  decoder layer compiled and replayed as a CUDA graph (batch lengths rounded up to 16); where
+  compiling or graph capture fails mid-run (an older GPU), the layers run eagerly from that
+  micro-batch on, said in one line, and the run records compiled=False;
 - no needless waits for the GPU: metrics read once per log; where paged AdamW would page nothing (lite),
   torch's fused AdamW on fp32 LoRA weights (bitsandbytes' math, one kernel for all tensors), elsewhere
   bitsandbytes' without its synchronize per tensor;
@@ -39,8 +41,9 @@ from pricer.patches import status as patch_status
 from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, open_run
-from pricer.speed import (PAD_MULTIPLE, compile_layers, graphs_used, grouped_trainer, lazy_metrics_trainer,
-                          optimizer_for_lora, score_completions_only, torch_adamw_replaces)
+from pricer.speed import (PAD_MULTIPLE, compile_failed, compile_layers, eager_layers, graphs_used, grouped_trainer,
+                          is_compiled, lazy_metrics_trainer, optimizer_for_lora, score_completions_only,
+                          torch_adamw_replaces)
 
 SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
 _APPLIED = weakref.WeakKeyDictionary()  # trainer -> the Setup actually applied (compiling may fall back)
@@ -275,6 +278,33 @@ def _eager_evaluation(trainer_class):
     return EagerEvaluation
 
 
+@functools.cache
+def _eager_on_compile_failure(trainer_class):
+    class EagerOnCompileFailure(trainer_class):
+        """A micro-batch whose compiled layers fail to compile or replay, in the forward or in a backward that
+        torch compiles lazily (outside the layers' calls), is rerun with the layers' own eager forwards."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            first = getattr(self, "_step_seen", None) != self.state.global_step  # first micro-batch of its step
+            self._step_seen = self.state.global_step
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            except Exception as error:
+                if not compile_failed(error) or not eager_layers(self.model):
+                    raise
+                why = " ".join(f"{type(error).__name__}: {error}".split())[:110]
+            # rerun outside the handler: the failed step's traceback (and the activations it holds) is freed
+            if first:  # a failed backward may have summed some layers' gradients: this step has no others
+                self.model.zero_grad(set_to_none=True)
+            _APPLIED[self] = replace(_APPLIED[self], compiled=False)
+            kept = "" if first else "; the gradients of this step's earlier micro-batches are kept"
+            print(f"pricer: compiled layers failed mid-training ({why}); training on with eager layers from "
+                  f"step {self.state.global_step + 1}, this micro-batch rerun{kept}")
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return EagerOnCompileFailure
+
+
 def prepare_model(model) -> None:
     """Before training: refuse a 4-bit model that ran CPU inference, and keep this one trainable."""
     check_fresh(model)
@@ -289,13 +319,15 @@ def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
         setup = replace(setup, compiled=False)
     if setup.compiled:  # validation runs the layers eagerly: a no-grad pass must not replay training's CUDA graphs
         _extend(trainer, _eager_evaluation)
+        _extend(trainer, _eager_on_compile_failure)  # compiling failing mid-run: eager layers, not a crash
     _APPLIED[trainer] = setup
     return setup
 
 
 def applied_setup(trainer) -> Setup:
-    """The Setup `speed_up` applied to this trainer (compiling may have fallen back)."""
-    return _APPLIED[trainer]
+    """The Setup `speed_up` applied to this trainer, compiled=False once its layers fell back to eager code."""
+    setup = _APPLIED[trainer]
+    return replace(setup, compiled=False) if setup.compiled and not is_compiled(trainer.model) else setup
 
 
 def build_trainer(model, tokenizer, rows: list[dict], preset, setup: Setup, run_dir: Path,
@@ -414,7 +446,8 @@ def _result(run: Run) -> TrainResult:
 
 
 def train_or_explain(trainer, resume: str | None, setup: Setup) -> None:
-    """Run the trainer; out of GPU memory, or CUDA graphs failing, becomes a message saying how to go on."""
+    """Run the trainer; out of GPU memory, or CUDA graphs failing where the layers can't fall back to eager code
+    (outside a training step, or after they already have), becomes a message saying how to go on."""
     import torch
 
     try:

@@ -6,6 +6,7 @@ When one fails after a version bump: re-read the upstream function it names, adj
 pricer/patches/, update the expected digest here, and add the version to the patch's TESTED.
 """
 
+import contextlib
 import dataclasses
 import inspect
 import subprocess
@@ -345,6 +346,44 @@ def test_torch_recompile_limit_is_public_and_scoped():
     assert functorch_config.activation_memory_budget == 1.0
 
 
+def test_torch_backward_compiles_with_the_forward_under_our_settings():
+    """torch._functorch.config.force_non_lazy_backward_lowering is what AOTAutograd reads when it compiles a
+    forward: under our settings the backward compiles in the same call, where `compiled` can fall back."""
+    import torch
+    import torch._functorch.config as functorch_config
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    from pricer.patches.torch import settings
+
+    def run(fn, scoped: bool) -> list[str]:
+        compiles = []
+
+        def recording(kind):
+            def compile(graph, example_inputs):
+                compiles.append(kind)
+                return make_boxed_func(graph.forward)
+            return compile
+
+        backend = aot_autograd(fw_compiler=recording("forward"), bw_compiler=recording("backward"))
+        x = torch.randn(8, requires_grad=True)
+        with settings() if scoped else contextlib.nullcontext():
+            out = torch.compile(fn, backend=backend, dynamic=False)(x)
+        seen = list(compiles)
+        out.sum().backward()
+        return seen
+
+    def lazy(x):
+        return torch.sin(x) * x
+
+    def eager(x):  # the same code in another function: compiled graphs are cached per code object
+        return torch.sin(x) * x
+
+    assert run(lazy, scoped=False) == ["forward"]  # torch's default: the backward compiles at .backward()
+    assert run(eager, scoped=True) == ["forward", "backward"]
+    assert functorch_config.force_non_lazy_backward_lowering is False
+
+
 # ----- the fence -----
 
 def test_tested_versions_are_release_prefixes():
@@ -377,6 +416,7 @@ def test_outside_its_versions_each_patch_is_off_with_one_line(versions, capsys):
 
 def test_outside_its_versions_the_library_runs_as_it_ships(versions, monkeypatch):
     import torch
+    import torch._functorch.config as functorch_config
     from bitsandbytes.optim import AdamW
     from transformers import TrainingArguments
     from trl import SFTTrainer
@@ -393,9 +433,14 @@ def test_outside_its_versions_the_library_runs_as_it_ships(versions, monkeypatch
     def double(x):
         return 2 * x
 
-    with monkeypatch.context() as scope:
-        scope.setattr(torch, "compile", lambda fn, **options: ("torch.compile", fn, options))
-        assert compiled(double, dynamic=False) == ("torch.compile", double, {"dynamic": False})  # nothing around it
+    def in_force():
+        return torch.compiler.config.recompile_limit, functorch_config.activation_memory_budget, \
+            functorch_config.force_non_lazy_backward_lowering
+
+    stock = in_force()
+    with monkeypatch.context() as scope:  # torch.compile under torch's own settings (only the fallback around it)
+        scope.setattr(torch, "compile", lambda fn, **options: lambda x: (in_force(), fn(x), options))
+        assert compiled(double, dynamic=False)(3) == (stock, 6, {"dynamic": False})
     args._n_gpu = 2
     with pytest.raises(PricerError, match="CUDA_VISIBLE_DEVICES=0 .*--gpus 2"):
         from pricer.patches.transformers import use_one_gpu
@@ -494,6 +539,7 @@ def test_training_leaves_library_globals_as_they_were(tiny_model, tmp_path):
     compiled(lambda x: x * 2, dynamic=False)(torch.ones(3))
     assert trl_utils._use_triton is kernels._use_triton
     assert torch.compiler.config.recompile_limit == limit and functorch_config.activation_memory_budget == 1.0
+    assert functorch_config.force_non_lazy_backward_lowering is False
 
 
 def test_model_revision_comes_from_the_hub_cache(tmp_path, monkeypatch):

@@ -18,7 +18,8 @@ These modules import only `pricer.errors` from pricer, so predictors (`pricer.pr
     transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused
     bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; torch's fused AdamW where
                      nothing would be paged; no Hub kernel at import
-    torch.py         compiler settings (recompile limit, activation budget) while our compiled code runs
+    torch.py         compiler settings (recompile limit, activation budget, the backward compiled with the
+                     forward) while our compiled code runs; eager code, said once, when compiling fails
 
 tests/test_patches.py holds a canary per patch: it fails when the upstream code a patch relies on
 changes (source, signature, attribute or key names), so a version bump is caught in CI, not in a
@@ -30,7 +31,7 @@ trl.trainer.utils._use_triton, torch._dynamo.config.recompile_limit, torch._func
 Trainer._get_train_sampler (overridden), SFTTrainer._metrics, SFTTrainer._total_train_tokens,
 TrainingArguments._n_gpu, PretrainedConfig._commit_hash, PretrainedConfig._name_or_path; plus internals
 without an underscore (a copy of Optimizer8bit.step, the `is_paged` mark, TRL's fused-head outputs, a
-process-wide rebinding of transformers' apply_rotary_pos_emb). Now 6, all in this package, each fenced,
+process-wide rebinding of transformers' apply_rotary_pos_emb). Now 7, all in this package, each fenced,
 each with its canary in tests/test_patches.py:
 
     trl.trainer.utils._use_triton (trl.score_completions_only)
@@ -43,6 +44,8 @@ each with its canary in tests/test_patches.py:
         test_transformers_n_gpu_is_what_trainer_reads
     torch._functorch.config.activation_memory_budget (torch.compiled)
         test_torch_activation_budget_is_read_at_compile
+    torch._functorch.config.force_non_lazy_backward_lowering (torch.compiled)
+        test_torch_backward_compiles_with_the_forward_under_our_settings
 
 The internals without an underscore have theirs: Optimizer8bit.step and its helpers
 (test_bitsandbytes_step_is_the_one_we_copy), `is_paged` (test_bitsandbytes_marks_paged_states_is_paged),
@@ -73,7 +76,7 @@ class PatchStatus:
     one_gpu: bool  # transformers: one process seeing several GPUs trains on the first
     fused_kernels: bool  # transformers: fused RMSNorm, SwiGLU, rotary (evaluation)
     paged_waits_only: bool  # bitsandbytes: no GPU wait after updating an unpaged state
-    compiler_settings: bool  # torch: recompile limit and activation budget for compiled layers
+    compiler_settings: bool  # torch: recompile limit, activation budget, backward compiled with the forward
     cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
     no_hub_kernel: bool  # bitsandbytes: no Hub download (nor its warning) at import on AVX512-BF16 CPUs
     torch_adamw: bool  # bitsandbytes: its 32-bit AdamW, where it would page nothing, run as torch's fused AdamW
