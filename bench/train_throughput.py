@@ -46,7 +46,7 @@ EOS = 1
 UNSLOTH = "unsloth_padded_nockpt_bf16,unsloth_padded_nockpt_fp16,unsloth_auto_bf16,unsloth_auto_fp16,"\
           "unsloth_padded_bf16,unsloth_padded_fp16"
 T4_GB = 14.0  # what a configuration's peak must stay under to count as fitting a T4
-CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?|ours_(bf16|fp16|fp32)(_bnbadam|_padded)?")  # --configs names
+CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?|ours_(bf16|fp16|fp32)(_bnbadam|_grouped)?")  # --configs names
 
 
 def make_rows(n: int, top: int, eos: int = EOS, seed: int = 0) -> list[dict]:
@@ -155,10 +155,11 @@ def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path
 
 
 def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
-                micro_batch: int | None, grouped: bool = True, bnb_adam: bool = False):
-    """pricer.train's trainer with the plan it would make for a `budget_gb` device. Ablations: `grouped=False`,
-    Trainer's random batches (as before pricer grouped them on a GPU); `bnb_adam`, bitsandbytes' AdamW minus its
-    waits (the optimizer before torch's fused one), LoRA weights as TRL leaves them."""
+                micro_batch: int | None, grouped: bool = False, bnb_adam: bool = False):
+    """pricer.train's trainer with the plan it would make for a `budget_gb` device. Ablations: `grouped`,
+    length-grouped batches on layers compiled for dynamic lengths without CUDA graphs (what a CPU run groups);
+    `bnb_adam`, bitsandbytes' AdamW minus its waits where pricer runs torch's fused one (fp16), LoRA weights
+    as TRL leaves them."""
     import torch
 
     from pricer.config import get_preset
@@ -170,7 +171,7 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                         optimizer="paged_adamw_32bit" if precision != "fp32" else "adamw_torch")
     setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
                        Options(budget_gb=budget_gb, micro_batch=micro_batch))
-    setup = replace(setup, precision=precision, grouped=setup.grouped and grouped)  # the dtype under test
+    setup = replace(setup, precision=precision, grouped=setup.grouped or grouped)  # the dtype under test
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
     if bnb_adam:
         trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)
@@ -209,6 +210,8 @@ def measure(trainer, warmup: int, real_tokens=None) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == state.max_steps:
                 marks["end"] = now()
+            elif state.global_step > warmup:  # the timed steps log once, at the end of the window: a log
+                control.should_log = False  # reads the loss from the GPU, and a real run logs every ~2% of steps
 
     trainer.add_callback(Clock())
     if torch.cuda.is_available():
@@ -244,7 +247,7 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
                                            fix_fp16="_fixed" in name, grouped=name.endswith("_grouped")), None
         else:
             trainer, setup = our_trainer(model, tokenizer, rows, precision, steps, tmp / name,
-                                         args.budget_gb, args.micro_batch, grouped=not name.endswith("_padded"),
+                                         args.budget_gb, args.micro_batch, grouped=name.endswith("_grouped"),
                                          bnb_adam=name.endswith("_bnbadam"))
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
@@ -343,8 +346,8 @@ def main(argv=None) -> dict:
     p.add_argument("--budget-gb", type=float, default=14.0, help="memory our plan may use (14: a T4)")
     p.add_argument("--micro-batch", type=int, help="force our micro-batch instead of the planned one")
     p.add_argument("--epoch-steps", type=int, help="steps of 32 rows in the data (default 15; smoke: all)")
-    p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16,course_fp16_fixed,ours_fp16,"
-                   "course_bf16_grouped,course_fp16_fixed_grouped,ours_bf16_padded")
+    p.add_argument("--configs", default="course_bf16,ours_bf16,course_fp16_fixed,ours_fp16,ours_bf16_grouped,"
+                   "ours_fp16_bnbadam,course_fp16")
     p.add_argument("--unsloth", default=UNSLOTH, help="Unsloth configurations, each in its own process ('' for none)")
     p.add_argument("--unsloth-site", help="PYTHONPATH of Unsloth's processes (bench/unsloth_env.py's folders)")
     p.add_argument("--unsloth-steps", type=int, help="measured steps per Unsloth configuration (default --steps)")
@@ -362,7 +365,7 @@ def main(argv=None) -> dict:
     unknown = [n for n in args.configs.split(",") if not CONFIG.fullmatch(n)]
     if unknown:
         raise SystemExit(f"--configs: {', '.join(unknown)} unknown; known: course_<dtype>[_grouped], "
-                         "course_fp16_fixed[_grouped], ours_<dtype>[_bnbadam|_padded] (dtype bf16, fp16 or fp32)")
+                         "course_fp16_fixed[_grouped], ours_<dtype>[_bnbadam|_grouped] (dtype bf16, fp16 or fp32)")
     unsloth = [n for n in args.unsloth.split(",") if n] if on_gpu else ["unsloth_padded_fp32"]
     if unsloth and on_gpu and not args.unsloth_site:
         raise SystemExit("--unsloth-site is missing: Unsloth runs in its own site folder (bench/unsloth_env.py); "

@@ -1,14 +1,15 @@
 """Speed switches for training: same math, less waste. Used by pricer.train (and pricer.predict).
 
-- `grouped_trainer`: batches of rows of similar length (little padding), in random order (CPU and GPU);
+- `grouped_trainer`: batches of rows of similar length (little padding), in random order (CPU);
 - `compile_layers`: each decoder layer compiled and replayed as a CUDA graph (training, GPU); `eager_layers`
   undoes it when compiling or graph capture fails mid-run (`pricer.train` falls back with it);
 - `fuse_kernels`: RMSNorm, SwiGLU and rotary embeddings compiled into single kernels (GPU), for
   `pricer.predict.PricePredictor`, for any length; compiled layers round training batch lengths up to
-  PAD_MULTIPLE (each length is replayed from its own CUDA graph);
+  PAD_MULTIPLE (a few shapes, each compiled once and replayed from its own CUDA graph);
 - `score_completions_only`: TRL's loss projects only the completion's positions on CPU too;
 - `optimizer_for_lora`: torch's fused AdamW (one kernel for all tensors, no wait for the GPU in fp16 either)
-  where the configured bitsandbytes 32-bit AdamW would page nothing; else `optimizer_without_syncs`: the
+  where the configured bitsandbytes 32-bit AdamW would page nothing and LoRA weights are fp32 anyway (fp16,
+  CPU); else `optimizer_without_syncs`: the
   configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
 - `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
 
@@ -49,10 +50,10 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     Compiling whole layers, not just their elementwise kernels, stops the GPU waiting while Python
     launches thousands of small kernels; CUDA graphs cut the launches further. The compiler keeps
     `pricer.patches.torch.ACTIVATION_BUDGET` of the saved activations while our layers compile (see
-    there). One compiled graph serves all layers (weights are its inputs). The first batch shape compiles
-    as it is; the next makes torch compile once more with the changed sizes symbolic (`dynamic=None`:
-    automatic dynamic shapes), which then serves every length grouped batches bring, each replayed
-    from its own CUDA graph. `dynamic=False` would compile every shape anew (~10 s each on an H200).
+    there). One compiled graph serves all layers (weights are its inputs). With `graphs`, each batch shape
+    compiles once (padded batches: a shape or two); without, the first shape compiles as it is and the
+    next once more with its sizes symbolic (`dynamic=None`: automatic dynamic shapes), which then serves
+    every length grouped batches bring.
     `accumulating`: gradients are summed over micro-batches, so they must leave the graphs' memory pool.
     A layer whose compiling or graph capture fails at a call runs eagerly from then on (`pricer.patches.torch`)."""
     global _graphed
@@ -63,7 +64,8 @@ def compile_layers(model, graphs: bool = True, accumulating: bool = False) -> bo
     layers = decoder_layers(model)
     own = [vars(layer).get("forward") for layer in layers]  # an instance's own forward (a hook's), else the class's
     for layer in layers:  # the layer's own forward, compiled: hooks and checkpointing stay outside
-        layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None, dynamic=None)
+        layer.forward = compiled(layer.forward, mode="reduce-overhead" if graphs else None,
+                                 dynamic=False if graphs else None)
     if graphs:
         _graphed = True
     _compiled[model] = (own, _own_gradients(model) if graphs and accumulating else [])
@@ -165,14 +167,18 @@ FUSED_DEVICES = ("cuda", "cpu")  # where torch's AdamW has a fused kernel for fp
 BITSANDBYTES_ADAMW_32BIT = ("paged_adamw_32bit",)  # transformers' `optim` names for it (tests/test_optimizer.py)
 
 
-def torch_adamw_replaces(optim: str, sizes) -> bool:
+def torch_adamw_replaces(optim: str, sizes, precision: str) -> bool:
     """Whether torch's AdamW stands in for the optimizer `optim` names on tensors of these sizes (element
-    counts): a bitsandbytes 32-bit AdamW, paged or not, that would page none of them.
+    counts): a bitsandbytes 32-bit AdamW, paged or not, that would page none of them, on LoRA weights that
+    are fp32 anyway (fp16 and fp32 training). In bf16 (LoRA weights bf16, as TRL leaves them) bitsandbytes'
+    stays: on an H200 torch's fused AdamW bought no speed there (nothing waits on the optimizer in bf16) and
+    the fp32 LoRA weights it needs took ~3 GB more at lite's T4 plan (bench/README.md).
 
     The memory preflight asks before any weight loads (pricer.train.plan_setup), the trainer when it is built:
     the same answer, from the same sizes, so the preflight counts the fp32 LoRA weights that come with it.
     By name, as transformers maps it: its own mapping needs a TrainingArguments, whose making resets accelerate."""
-    return TORCH_ADAMW.on and optim in BITSANDBYTES_ADAMW_32BIT and not pages_any(sizes, paged="paged" in optim)
+    return (TORCH_ADAMW.on and precision != "bf16" and optim in BITSANDBYTES_ADAMW_32BIT
+            and not pages_any(sizes, paged="paged" in optim))
 
 
 def optimizer_for_lora(args, params):
@@ -192,7 +198,7 @@ def optimizer_for_lora(args, params):
     from transformers import Trainer
 
     params = list(params)
-    if not torch_adamw_replaces(args.optim, [p.numel() for p in params]):
+    if not torch_adamw_replaces(args.optim, [p.numel() for p in params], "bf16" if args.bf16 else "other"):
         return optimizer_without_syncs(args)
     _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     fused = all(p.device.type in FUSED_DEVICES and p.dtype == torch.float32 for p in params)

@@ -14,13 +14,13 @@ run step by step from the pieces below (`lora_config`, `sft_config`, then the co
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
-  when nothing fits without it; batches of rows of similar length (little padding); on a GPU each
-  decoder layer compiled and replayed as a CUDA graph (batch lengths rounded up to 16); where
+  when nothing fits without it; on a GPU each decoder layer compiled and replayed as a CUDA graph
+  (batch lengths rounded up to 16), on a CPU batches grouped by length (little padding); where
   compiling or graph capture fails mid-run (an older GPU), the layers run eagerly from that
   micro-batch on, said in one line, and the run records compiled=False;
-- no needless waits for the GPU: metrics read once per log; where paged AdamW would page nothing (lite),
-  torch's fused AdamW on fp32 LoRA weights (bitsandbytes' math, one kernel for all tensors), elsewhere
-  bitsandbytes' without its synchronize per tensor;
+- no needless waits for the GPU: metrics read once per log; where paged AdamW would page nothing (lite)
+  and LoRA weights are fp32 anyway (fp16, CPU), torch's fused AdamW (bitsandbytes' math, one kernel for
+  all tensors, no GradScaler read per step), elsewhere bitsandbytes' without its synchronize per tensor;
 - a run folder (`pricer.runs`) that a rerun of the same command finds and resumes from its last
   good checkpoint, on Drive or, with `push`, from the Hub;
 - a training model always loaded fresh: a 4-bit model that ran inference on CPU trains with zero
@@ -136,15 +136,15 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
 
     compiled = options.fast and torch.cuda.is_available()
     world = distributed.world_size()
-    # grouped batches: lengths rounded up to 16 give a few shapes, and compiled layers take them as dynamic
-    # lengths (one more compile, not one per shape). Data-parallel runs keep Trainer's sharded random order.
-    grouped = options.fast and patch_status().train_sampler and world == 1
+    # On a GPU, padded batches replayed from one CUDA graph: grouped lengths took a graph each, and on an H200
+    # switching between them every step cost what the padding saved (bench/README.md). A CPU groups them.
+    grouped = options.fast and patch_status().train_sampler and not compiled
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
     sizes = shape.lora_tensor_sizes(preset.lora_r, preset.target_modules)
     device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled,
-                    lora_fp32=torch_adamw_replaces(optimizer_for(preset), sizes) or None)  # as optimizer_without_gpu_waits
+                    lora_fp32=torch_adamw_replaces(optimizer_for(preset), sizes, precision()) or None)  # as below
     plan = plan_batches(shape, per_process, lengths, device, options.micro_batch, options.checkpointing)
     return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
@@ -239,17 +239,18 @@ def read_metrics_once_per_log(trainer) -> None:
 
 
 def optimizer_without_gpu_waits(trainer) -> None:
-    """Where paged AdamW would page no LoRA tensor: torch's fused AdamW, on LoRA weights made fp32 here (its
-    state takes their dtype; bitsandbytes' 32-bit state is fp32). Else bitsandbytes' own without its wait for
-    the GPU after every tensor (pricer.speed.optimizer_for_lora). Read when training creates the optimizer."""
+    """Where paged AdamW would page no LoRA tensor and the LoRA weights are fp32 anyway (fp16, CPU): torch's
+    fused AdamW (its state takes their dtype; bitsandbytes' 32-bit state is fp32), which in fp16 also spares
+    GradScaler's wait for the GPU each step. Else (bf16 too) bitsandbytes' own without its wait after every
+    tensor (pricer.speed.optimizer_for_lora). Read when training creates the optimizer."""
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    if torch_adamw_replaces(trainer.args.optim, [p.numel() for p in params]):
+    if torch_adamw_replaces(trainer.args.optim, [p.numel() for p in params], "bf16" if trainer.args.bf16 else "other"):
         _trainable_in_fp32(trainer.model)  # before the choice: the fused kernel wants fp32 tensors, here all of them
     trainer.optimizer_cls_and_kwargs = optimizer_for_lora(trainer.args, params)
 
 
 def group_rows_by_length(trainer, setup: Setup) -> None:
-    """With `setup.grouped`: batches of rows of similar length, in random order, so little padding."""
+    """With `setup.grouped` (a CPU): batches of rows of similar length, in random order, so little padding."""
     if setup.grouped:
         _extend(trainer, grouped_trainer)
 
@@ -314,7 +315,7 @@ def prepare_model(model) -> None:
 def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
     """After building the trainer: LoRA weights in fp32 for fp16, and compiled (graphed) decoder layers on a GPU."""
     settle_trainable_dtype(trainer.model, setup.precision)
-    graphs = graphs_are_safe(setup, resuming)
+    graphs = graphs_are_safe(setup, resuming) and not setup.grouped  # grouped lengths: compiled, not graphed
     if setup.compiled and not compile_layers(trainer.model, graphs, accumulating=setup.plan.accumulation > 1):
         setup = replace(setup, compiled=False)
     if setup.compiled:  # validation runs the layers eagerly: a no-grad pass must not replay training's CUDA graphs

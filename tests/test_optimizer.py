@@ -159,9 +159,14 @@ def short_rows():
     return [{"prompt": f"Title: a {'big ' * (i % 5)}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
 
 
-def test_a_bf16_4bit_training_runs_torch_adamw_on_fp32_lora_weights(tiny_model, short_rows, tmp_path, monkeypatch):
-    """TRL leaves a quantized model's LoRA weights in bf16; with torch's AdamW they train in fp32, its state too,
-    under bf16 autocast (on CPU here; the course's paged AdamW names a GPU's optimizer, kept as on a GPU)."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_lora_weights_stay_as_trl_leaves_them_in_bf16_and_train_fp32_under_torch_adamw(precision, tiny_model,
+                                                                                      short_rows, tmp_path,
+                                                                                      monkeypatch):
+    """TRL leaves a quantized model's LoRA weights in bf16. In a bf16 run they stay so, under bitsandbytes'
+    AdamW (fp32 LoRA weights cost memory there and bought no speed); where they are fp32 anyway, torch's
+    fused AdamW trains them with fp32 state (on CPU here; the course's paged AdamW is kept as on a GPU)."""
+    import bitsandbytes as bnb
     import torch
 
     import pricer.train
@@ -172,25 +177,30 @@ def test_a_bf16_4bit_training_runs_torch_adamw_on_fp32_lora_weights(tiny_model, 
     monkeypatch.setattr(pricer.train, "optimizer_for", lambda preset: preset.optimizer)  # paged AdamW, as on a GPU
     preset = get_preset("tiny", base_model=tiny_model, batch_size=4, max_length=64, lora_r=8, lora_alpha=16,
                         optimizer="paged_adamw_32bit", learning_rate=1e-2)
-    setup = Setup("bf16", BatchPlan(4, 1, False, 1.0, 10.0), grouped=False)
+    setup = Setup(precision, BatchPlan(4, 1, False, 1.0, 10.0), grouped=False)
     trainer = build_trainer(load_model(tiny_model, "4bit"), load_tokenizer(tiny_model), short_rows, preset, setup,
                             tmp_path, Options(max_steps=2))
     lora = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert lora and {p.dtype for p in lora.values()} == {torch.float32}
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert lora and {p.dtype for p in lora.values()} == {dtype}
     before = {n: p.detach().clone() for n, p in lora.items()}
     trainer.train()
     optimizer = trainer.optimizer.optimizer  # accelerate's wrapper around the one Trainer created, lazily
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
-    assert [g["weight_decay"] for g in optimizer.param_groups if g["params"]] == [preset.weight_decay]
-    assert {p.dtype for p in lora.values()} == {optimizer.state[p]["exp_avg"].dtype for p in lora.values()} \
-        == {torch.float32}
+    if precision == "bf16":
+        assert isinstance(optimizer, bnb.optim.AdamW) and not isinstance(optimizer, torch.optim.AdamW)
+    else:
+        assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
+        assert [g["weight_decay"] for g in optimizer.param_groups if g["params"]] == [preset.weight_decay]
+        assert {optimizer.state[p]["exp_avg"].dtype for p in lora.values()} == {torch.float32}
+    assert {p.dtype for p in lora.values()} == {dtype}
     assert all(not torch.equal(before[n], p) for n, p in lora.items() if "lora_B" in n)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
 
 
 def test_the_preflight_counts_fp32_lora_weights_wherever_they_train(monkeypatch):
     """LoRA weights in fp32 cost 16 bytes a parameter (weight, gradient, two moments) and fp32 copies of their
-    inputs: in fp16, and in bf16 when torch's AdamW makes them fp32, which plan_setup foresees for lite."""
+    inputs: in fp16, and in bf16 were they made fp32. plan_setup foresees bf16 LoRA weights in a bf16 run, where
+    bitsandbytes' AdamW stays (for lite and full alike)."""
     import torch
 
     import pricer.models
@@ -210,17 +220,17 @@ def test_the_preflight_counts_fp32_lora_weights_wherever_they_train(monkeypatch)
         expected = (weight_bytes(shape, lite.quant, 2) + 16 * lora) * HEADROOM / GB
         assert fp32_lora == pytest.approx(expected + FIXED_GB, rel=1e-9), precision
     assert peak("bf16", 4096, lora_fp32=True) == peak("fp16", 4096) > peak("bf16", 4096)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a bf16 GPU: lite pages nothing, full would
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a bf16 GPU
     monkeypatch.setattr(pricer.models, "precision", lambda: "bf16")
     lengths = [120] * 64
-    for preset, fp32 in ((lite, True), (get_preset("full"), False)):
+    for preset in (lite, get_preset("full")):
         planned = plan_setup(shape, preset, lengths, Options(budget_gb=80.0, micro_batch=8)).plan.peak_gb
 
         def estimate(lora_fp32):
             device = Device(80.0, "bf16", padded=True, compiled=True, lora_fp32=lora_fp32)
             return round(estimate_peak_gb(shape, preset, 8, 8 * 120, False, device), 2)
 
-        assert planned == estimate(True if fp32 else None) and (planned > estimate(None)) == fp32, preset.name
+        assert planned == estimate(None) < estimate(True), preset.name
 
 
 def test_a_run_begun_with_bitsandbytes_adamw_resumes_under_torch_adamw():
