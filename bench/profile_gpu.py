@@ -148,7 +148,7 @@ def variants(args, folder, tokenizer, rows, tmp) -> dict:
 
     stock_compiled, out = speed.compiled, {}
     epoch = len(rows) // 32
-    for name in args.variants.split(","):
+    for name in [n for n in args.variants.split(",") if n]:
         if time.perf_counter() - STARTED > args.deadline_s:
             out[name] = "past the deadline"
             continue
