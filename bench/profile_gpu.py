@@ -246,7 +246,9 @@ def main(argv=None):
     parser.add_argument("--deadline-s", type=float, default=520)
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    report = {}
+    import train_throughput
+
+    report = {"machine": train_throughput.machine()}
     for part, fn in (("eval", eval_profile), ("train", train_profile)):
         if args.only in (None, part):
             try:

@@ -284,7 +284,7 @@ def summarise(results: dict, on_gpu: bool) -> dict:
         return {f"gain_over_{name[len(f'ours_{p}_'):]}_{p}": ratio(f"ours_{p}", name)
                 for name in results if name.startswith(f"ours_{p}_")}
 
-    peaks = [results[k]["peak_gb"] for k in results if k.startswith("ours") and results[k].get("peak_gb")]
+    peaks = [results[k]["peak_gb"] for k in ("ours_bf16", "ours_fp16") if results.get(k, {}).get("peak_gb")]
     if not on_gpu:
         return {"speedup_fp32": ratio("ours_fp32", "course_fp32"),
                 "loss_gap_first5_fp32": gap("ours_fp32", same_rows("ours_fp32", "course_fp32")),

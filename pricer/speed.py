@@ -172,7 +172,7 @@ def torch_adamw_replaces(optim: str, sizes, precision: str) -> bool:
     counts): a bitsandbytes 32-bit AdamW, paged or not, that would page none of them, on LoRA weights that
     are fp32 anyway (fp16 and fp32 training). In bf16 (LoRA weights bf16, as TRL leaves them) bitsandbytes'
     stays: on an H200 torch's fused AdamW bought no speed there (nothing waits on the optimizer in bf16) and
-    the fp32 LoRA weights it needs took ~3 GB more at lite's T4 plan (bench/README.md).
+    the fp32 LoRA weights it needs cost ~1.5 GB at lite's T4 plan (bench/README.md).
 
     The memory preflight asks before any weight loads (pricer.train.plan_setup), the trainer when it is built:
     the same answer, from the same sizes, so the preflight counts the fp32 LoRA weights that come with it.
