@@ -213,24 +213,19 @@ def eval_profile(args, out_dir: Path) -> dict:
     et.tester_style(ours)(rows)
     results["whole_fused"] = profiled(lambda: et.tester_style(ours)(rows), "whole_fused", out_dir,
                                       per=max(1, len(rows) // ours.batch_size))
-    start = time.perf_counter()
-    ours.predict_batch(rows)  # every row in one call: sorted over all of them, not per chunk
-    torch.cuda.synchronize() if on_gpu else None
-    results["whole_fused_one_call_items_per_s"] = round(len(rows) / (time.perf_counter() - start), 1)
-    start = time.perf_counter()
-    et.tester_style(ours)(rows)
-    torch.cuda.synchronize() if on_gpu else None
-    results["whole_fused_tester_items_per_s"] = round(len(rows) / (time.perf_counter() - start), 1)
+    def items_per_s(run, items):
+        start = time.perf_counter()
+        run(items)
+        torch.cuda.synchronize() if on_gpu else None
+        return round(len(items) / (time.perf_counter() - start), 1)
+
+    # every row in one call: sorted over all of them, not per chunk
+    results["whole_fused_one_call_items_per_s"] = items_per_s(ours.predict_batch, rows)
+    results["whole_fused_tester_items_per_s"] = items_per_s(et.tester_style(ours), rows)
     tree_fused = PricePredictor(model, digit_tok, batch_size=128 if on_gpu else 4, fused=True)
     et.tester_style(tree_fused)(digit_rows)  # compiles every width it meets
-    start = time.perf_counter()
-    et.tester_style(tree_fused)(digit_rows)
-    torch.cuda.synchronize() if on_gpu else None
-    results["tree_fused_second_pass_items_per_s"] = round(len(digit_rows) / (time.perf_counter() - start), 1)
-    start = time.perf_counter()
-    et.tester_style(tree)(digit_rows)
-    torch.cuda.synchronize() if on_gpu else None
-    results["tree_eager_items_per_s"] = round(len(digit_rows) / (time.perf_counter() - start), 1)
+    results["tree_fused_second_pass_items_per_s"] = items_per_s(et.tester_style(tree_fused), digit_rows)
+    results["tree_eager_items_per_s"] = items_per_s(et.tester_style(tree), digit_rows)
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
     return results
 

@@ -402,27 +402,36 @@ def test_lora_count_follows_a_head_dim_of_its_own():
     assert lora_parameter_count(config, 4, targets) == trainable
 
 
-def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_path):
-    """The GPU path compiles every decoder layer (LoRA included); same math, padded to a multiple of 16.
-
-    On a CPU the CUDA graphs are skipped, but the compiled layers and their backward are the same code."""
+def fp32_trainer(tiny_model, rows, preset, folder, grouped: bool, compiled: bool, steps: int):
+    """pricer's trainer for the tiny model in fp32 on CPU, the whole batch in one micro-batch, from seed 0."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from pricer.memory import BatchPlan
     from pricer.models import load_tokenizer
+    from pricer.train import Options, Setup, build_trainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    setup = Setup("fp32", BatchPlan(preset.batch_size, 1, False, 1.0, 10.0), grouped=grouped, compiled=compiled)
+    return build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, folder, Options(max_steps=steps))
+
+
+def test_compiled_layers_train_with_the_same_loss_and_gradients(tiny_model, tmp_path):
+    """The GPU path compiles every decoder layer (LoRA included); same math, padded to a multiple of 16.
+
+    On a CPU the CUDA graphs are skipped, but the compiled layers and their backward are the same code."""
+    import torch
+
     from pricer.speed import decoder_layers, is_compiled
-    from pricer.train import Options, Setup, applied_setup, build_trainer
+    from pricer.train import applied_setup
 
     rows = [{"prompt": f"Title: a {'big ' * i}lamp\n\nPrice is $", "completion": f"{10 + i}.00"} for i in range(8)]
     preset = get_preset("tiny", base_model=tiny_model, batch_size=8, max_length=64, lora_dropout=0.0)
 
     def loss_and_grads(compiled):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-        setup = Setup("fp32", BatchPlan(8, 1, False, 1.0, 10.0), grouped=False, compiled=compiled)
-        trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
-                                Options(max_steps=1))
+        trainer = fp32_trainer(tiny_model, rows, preset, tmp_path / str(compiled), grouped=False, compiled=compiled,
+                               steps=1)
         assert applied_setup(trainer).compiled == compiled == is_compiled(trainer.model)
         assert all("forward" in vars(layer) for layer in decoder_layers(trainer.model)) == compiled  # compiled forward
         batch = next(iter(trainer.get_train_dataloader()))
@@ -513,27 +522,18 @@ def test_one_process_seeing_several_gpus_trains_on_one(monkeypatch, capsys):
 
 
 def test_compiled_layers_take_grouped_lengths_without_a_compile_each(tiny_model, tmp_path):
-    """On a GPU batches are grouped by length and the layers compiled: lengths rounded up to 16 give a few
-    shapes, and the compiler makes the length symbolic at the second one instead of compiling each anew.
-    Same losses as the same grouped batches run eagerly (fp32 on CPU)."""
-    import torch
+    """Grouped batches on compiled layers (no CUDA graphs: what a GPU run with grouped lengths compiles):
+    lengths rounded up to 16 give a few shapes, and the compiler makes the length symbolic at the second one
+    instead of compiling each anew. Same losses as the same grouped batches run eagerly (fp32 on CPU)."""
     from torch._dynamo.utils import counters
-    from transformers import AutoModelForCausalLM
-
-    from pricer.memory import BatchPlan
-    from pricer.models import load_tokenizer
-    from pricer.train import Options, Setup, build_trainer
 
     rows = [{"prompt": f"Title: a {'big ' * (12 * (i % 6))}lamp\n\nPrice is $", "completion": f"{10 + i}.00"}
             for i in range(24)]  # six lengths ~12 tokens apart: five or six batch shapes once grouped
     preset = get_preset("tiny", base_model=tiny_model, batch_size=4, max_length=128, lora_dropout=0.0)
 
     def run(compiled):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-        setup = Setup("fp32", BatchPlan(4, 1, False, 1.0, 10.0), grouped=True, compiled=compiled)
-        trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset, setup, tmp_path / str(compiled),
-                                Options(max_steps=6))
+        trainer = fp32_trainer(tiny_model, rows, preset, tmp_path / str(compiled), grouped=True, compiled=compiled,
+                               steps=6)
         widths = {batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()}
         before = counters["stats"]["unique_graphs"]
         trainer.train()
