@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STARTED = time.perf_counter()
 GROUPS = (  # first match wins: kernel-name fragments, lower case
     ("optimizer", ("adam", "optimizer", "multi_tensor", "foreach")),
     ("dequantize 4-bit", ("dequant", "kdequant", "bnb")),
@@ -124,66 +123,10 @@ def train_profile(args, out_dir: Path) -> dict:
         trainer.add_callback(Window())
         trainer.train()
         if not on_gpu:
-            del trainer, model
-            return {"wall_s": state["wall"], "plan": str(setup.plan),
-                    "variants": variants(args, folder, tokenizer, rows, Path(tmp))}
+            return {"wall_s": state["wall"], "plan": str(setup.plan)}
         summary = kernel_summary(prof_ctx, state["wall"], "train_bf16", out_dir)
         summary.update(per=steps, plan=str(setup.plan), compiled=setup.compiled, grouped=setup.grouped)
-        del trainer, model
-        summary["variants"] = variants(args, folder, tokenizer, rows, Path(tmp))
         return summary
-
-
-def variants(args, folder, tokenizer, rows, tmp) -> dict:
-    """Trial switches, timed over the second epoch of the same rows (every batch shape seen once before)."""
-    import gc
-
-    import torch
-
-    import pricer.speed as speed
-    import train_throughput as tt
-    from pricer.config import get_preset
-    from pricer.memory import ModelShape
-    from pricer.train import Options, build_trainer, plan_setup
-
-    stock_compiled, out = speed.compiled, {}
-    epoch = len(rows) // 32
-    for name in [n for n in args.variants.split(",") if n]:
-        if time.perf_counter() - STARTED > args.deadline_s:
-            out[name] = "past the deadline"
-            continue
-        precision = "fp16" if "fp16" in name else "bf16"
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        dynamic = None if "dynamic" in name else False  # False: every shape compiled anew (the old way)
-        speed.compiled = lambda fn, dynamic=dynamic, **o: stock_compiled(fn, **{**o, "dynamic": dynamic})
-        try:
-            model = tt.load_4bit(folder, dtype)
-            preset = get_preset("lite", batch_size=32, warmup_fraction=0.01, save_steps=10**6,
-                                optimizer="paged_adamw_32bit")
-            setup = plan_setup(ModelShape.from_config(model.config), preset, [len(r["input_ids"]) for r in rows],
-                               Options(budget_gb=14.0))
-            from dataclasses import replace
-            setup = replace(setup, precision=precision, grouped="grouped" in name)
-            trainer = build_trainer(model, tokenizer, rows, preset, setup, tmp / name,
-                                    Options(max_steps=epoch + 10))
-            if "fusedadam" in name:
-                for p in trainer.model.parameters():
-                    if p.requires_grad:
-                        p.data = p.data.float()
-                trainer.optimizer_cls_and_kwargs = (torch.optim.AdamW, dict(
-                    lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=preset.weight_decay,
-                    fused=True))
-            result = tt.measure(trainer, epoch)
-            print(name, json.dumps(result), flush=True)
-            out[name] = result
-        except Exception as e:
-            out[name] = f"{type(e).__name__}: {str(e)[:300]}"
-            print(name, out[name], flush=True)
-        model = trainer = None
-        gc.collect()
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    speed.compiled = stock_compiled
-    return out
 
 
 def eval_profile(args, out_dir: Path) -> dict:
@@ -209,24 +152,13 @@ def eval_profile(args, out_dir: Path) -> dict:
     whole_tok = et.standin_tokenizer("whole")
     rows = et.standin_prompts(whole_tok, 1024 if on_gpu else 8)
     ours = PricePredictor(model, whole_tok)
-    ours.predict_batch(rows[:ours.batch_size])  # warm-up (compiles the fused kernels)
-    et.tester_style(ours)(rows)
+    et.tester_style(ours)(rows)  # warm-up: compiles the fused kernels for the lengths these rows bring
     results["whole_fused"] = profiled(lambda: et.tester_style(ours)(rows), "whole_fused", out_dir,
                                       per=max(1, len(rows) // ours.batch_size))
-    def items_per_s(run, items):
-        start = time.perf_counter()
-        run(items)
-        torch.cuda.synchronize() if on_gpu else None
-        return round(len(items) / (time.perf_counter() - start), 1)
-
-    # every row in one call: sorted over all of them, not per chunk
-    results["whole_fused_one_call_items_per_s"] = items_per_s(ours.predict_batch, rows)
-    results["whole_fused_tester_items_per_s"] = items_per_s(et.tester_style(ours), rows)
     tree_fused = PricePredictor(model, digit_tok, batch_size=128 if on_gpu else 4, fused=True)
-    et.tester_style(tree_fused)(digit_rows)  # compiles every width it meets
-    results["tree_fused_second_pass_items_per_s"] = items_per_s(et.tester_style(tree_fused), digit_rows)
-    results["tree_eager_items_per_s"] = items_per_s(et.tester_style(tree), digit_rows)
-    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
+    et.tester_style(tree_fused)(digit_rows)  # warm-up: compiles for the widths these rows bring
+    results["tree_fused"] = profiled(lambda: et.tester_style(tree_fused)(digit_rows), "tree_fused", out_dir,
+                                     per=len(digit_rows) // tree_fused.batch_size)
     return results
 
 
@@ -236,9 +168,6 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--only", choices=("train", "eval"))
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp"))
-    parser.add_argument("--variants", default="base,fusedadam,grouped_dynamic,grouped_dynamic_fusedadam,"
-                        "fp16,fp16_fusedadam,fp16_grouped_dynamic_fusedadam")
-    parser.add_argument("--deadline-s", type=float, default=520)
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     import train_throughput

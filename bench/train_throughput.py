@@ -4,14 +4,14 @@
     python bench/train_throughput.py --smoke    # CPU, tiny model, 1-5 min: checks the script works
 
 Both sides train LoRA r=32 / alpha 64 / dropout 0.1 on q,k,v,o with paged AdamW, effective batch 32,
-on the same rows from the same seed. Ours groups rows of similar length into a batch, so its losses are
-compared with `course_*_grouped`: the course's trainer drawing the same grouped batches (they must agree). The course
-side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longest row, gradient
+on the same rows from the same seed, so their losses must agree. Where ours groups rows of similar length
+into a batch (a CPU, or the `ours_<dtype>_grouped` ablation), its losses are compared with `course_*_grouped`:
+the course's trainer drawing the same grouped batches. The course side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longest row, gradient
 checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
 same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
 `pricer.train.build_trainer` with a plan made for a 14 GB budget (a T4), whatever GPU runs it.
-`ours_<dtype>_bnbadam` (ablation, by --configs) is ours with the optimizer it had before torch's fused
-AdamW: bitsandbytes' paged AdamW minus its per-tensor waits, LoRA weights in the dtype TRL leaves.
+`ours_<dtype>_bnbadam` (ablation) is ours with bitsandbytes' paged AdamW minus its per-tensor waits where
+pricer runs torch's fused AdamW (fp16).
 
 Unsloth runs in its own process and site folder, one configuration each (bench/unsloth_arm.py), on the same
 saved model and rows. Rows are token ids with the lengths of the course's prompts (prompt + completion <= 128,
@@ -46,7 +46,8 @@ EOS = 1
 UNSLOTH = "unsloth_padded_nockpt_bf16,unsloth_padded_nockpt_fp16,unsloth_auto_bf16,unsloth_auto_fp16,"\
           "unsloth_padded_bf16,unsloth_padded_fp16"
 T4_GB = 14.0  # what a configuration's peak must stay under to count as fitting a T4
-CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?|ours_(bf16|fp16|fp32)(_bnbadam|_grouped)?")  # --configs names
+CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?"  # --configs names
+                    r"|ours_(bf16|fp16|fp32)(_bnbadam|_grouped)?")
 
 
 def make_rows(n: int, top: int, eos: int = EOS, seed: int = 0) -> list[dict]:
@@ -158,10 +159,7 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
                 micro_batch: int | None, grouped: bool = False, bnb_adam: bool = False):
     """pricer.train's trainer with the plan it would make for a `budget_gb` device. Ablations: `grouped`,
     length-grouped batches on layers compiled for dynamic lengths without CUDA graphs (what a CPU run groups);
-    `bnb_adam`, bitsandbytes' AdamW minus its waits where pricer runs torch's fused one (fp16), LoRA weights
-    as TRL leaves them."""
-    import torch
-
+    `bnb_adam`, bitsandbytes' AdamW minus its waits where pricer runs torch's fused one (fp16)."""
     from pricer.config import get_preset
     from pricer.memory import ModelShape
     from pricer.speed import optimizer_without_syncs
@@ -175,9 +173,6 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
     if bnb_adam:
         trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)
-        for param in trainer.model.parameters():  # bf16 from TRL (lossless back), fp32 in fp16 (settle_trainable_dtype)
-            if param.requires_grad and precision == "bf16":
-                param.data = param.data.to(torch.bfloat16)
     return trainer, applied_setup(trainer)
 
 
@@ -304,8 +299,7 @@ def summarise(results: dict, on_gpu: bool) -> dict:
 
 def against_unsloth(results: dict, precisions: list[str]) -> dict:
     """Per dtype: Unsloth's fastest configuration whose peak fits a T4 and ours' speed-up over it (real tokens
-    per second: ours groups rows by length, so a step of ours is not a step of theirs), the same against its
-    recommended one (`unsloth_auto_*`), and
+    per second, whatever rows share a step), the same against its recommended one (`unsloth_auto_*`), and
     how far its first loss is from the course's (LoRA B starts at zero, so dropout cannot move step 1)."""
     from unsloth_arm import fastest
 
@@ -401,7 +395,8 @@ def write_report(out: Path, results: dict, rows: list, args, on_gpu: bool, start
     report = {"machine": machine(), "model": "Llama-3.2-3B-shaped, random weights, 4-bit NF4, the real Llama 3.2 "
               "tokenizer" if on_gpu else "smoke: 2-layer Llama, hidden 64, 4-bit NF4, CPU fp32",
               "rows": {"count": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)},
-              "steps_measured": args.steps, "warmup_steps": args.warmup, "epoch_steps": args.epoch_steps, "budget_gb": args.budget_gb,
+              "steps_measured": args.steps, "warmup_steps": args.warmup, "epoch_steps": args.epoch_steps,
+              "budget_gb": args.budget_gb,
               **summarise(results, on_gpu), "configs": results, "wall_s": round(time.perf_counter() - started, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

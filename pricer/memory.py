@@ -6,7 +6,7 @@
 
 The estimate adds the weights (4-bit packed layers, 16-bit embeddings), the LoRA weights with
 their gradients and AdamW state (fp32 moments; the weights and gradients in fp32 too wherever the
-LoRA weights are: fp16, fp32, and bf16 with torch's fused AdamW, `Device.lora_fp32`), and the
+LoRA weights are: fp16 and fp32 runs, and bf16 ones where `Device.lora_fp32` says so), and the
 activations autograd keeps for the backward pass. The
 activation bytes per token and layer were measured with `torch.autograd.graph.saved_tensors_hooks`
 on a Llama-3.2-3B-shaped layer (bf16, LoRA r=32), fitted as `a * hidden + b * intermediate`, and
@@ -89,11 +89,6 @@ class ModelShape:
         """Trainable parameters of a LoRA adapter of rank r on the target projections."""
         shapes = self.linear_shapes()
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
-
-    def lora_tensor_sizes(self, r: int, targets) -> list[int]:
-        """Elements of each LoRA tensor of one layer (A: r x in, B: out x r); every layer has the same."""
-        shapes = self.linear_shapes()
-        return [r * n for t in targets if t in shapes for n in shapes[t]]
 
 
 @dataclass(frozen=True)

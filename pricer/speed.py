@@ -9,8 +9,8 @@
 - `score_completions_only`: TRL's loss projects only the completion's positions on CPU too;
 - `optimizer_for_lora`: torch's fused AdamW (one kernel for all tensors, no wait for the GPU in fp16 either)
   where the configured bitsandbytes 32-bit AdamW would page nothing and LoRA weights are fp32 anyway (fp16,
-  CPU); else `optimizer_without_syncs`: the
-  configured optimizer, minus bitsandbytes' wait for the GPU after each tensor;
+  CPU); else `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after
+  each tensor;
 - `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
 
 What changes a library's behaviour lives in `pricer.patches` (one module per library, each fenced by
@@ -167,17 +167,15 @@ FUSED_DEVICES = ("cuda", "cpu")  # where torch's AdamW has a fused kernel for fp
 BITSANDBYTES_ADAMW_32BIT = ("paged_adamw_32bit",)  # transformers' `optim` names for it (tests/test_optimizer.py)
 
 
-def torch_adamw_replaces(optim: str, sizes, precision: str) -> bool:
+def torch_adamw_replaces(optim: str, sizes, bf16: bool) -> bool:
     """Whether torch's AdamW stands in for the optimizer `optim` names on tensors of these sizes (element
     counts): a bitsandbytes 32-bit AdamW, paged or not, that would page none of them, on LoRA weights that
     are fp32 anyway (fp16 and fp32 training). In bf16 (LoRA weights bf16, as TRL leaves them) bitsandbytes'
     stays: on an H200 torch's fused AdamW bought no speed there (nothing waits on the optimizer in bf16) and
-    the fp32 LoRA weights it needs cost ~1.5 GB at lite's T4 plan (bench/README.md).
-
-    The memory preflight asks before any weight loads (pricer.train.plan_setup), the trainer when it is built:
-    the same answer, from the same sizes, so the preflight counts the fp32 LoRA weights that come with it.
+    the fp32 LoRA weights it needs cost ~1.5 GB at lite's T4 plan (bench/README.md). So the memory
+    preflight's LoRA weights follow the precision alone.
     By name, as transformers maps it: its own mapping needs a TrainingArguments, whose making resets accelerate."""
-    return (TORCH_ADAMW.on and precision != "bf16" and optim in BITSANDBYTES_ADAMW_32BIT
+    return (TORCH_ADAMW.on and not bf16 and optim in BITSANDBYTES_ADAMW_32BIT
             and not pages_any(sizes, paged="paged" in optim))
 
 
@@ -190,7 +188,7 @@ def optimizer_for_lora(args, params):
     fused AdamW updates them all in a few kernels, with the hyper-parameters Trainer reads from `args`
     (weight decay per parameter group, as Trainer sets it). The math is bitsandbytes' (tests/test_optimizer.py),
     on condition that the weights are fp32: its state is in the weights' dtype, and bitsandbytes' 32-bit
-    state is fp32, so pricer.train makes them fp32 first. In fp16 it also spares a wait per step: torch's
+    state is fp32; pricer.train makes them fp32 before choosing (TRL leaves them bf16, fp16 runs too). In fp16 it also spares a wait per step: torch's
     GradScaler reads `found_inf` (`.item()`) before stepping an optimizer that can't skip a step itself, and
     hands it to a fused one (`_step_supports_amp_scaling`). One difference: a step skipped for an overflow
     still advances the learning-rate schedule (accelerate sees no skip without that read)."""
@@ -198,7 +196,7 @@ def optimizer_for_lora(args, params):
     from transformers import Trainer
 
     params = list(params)
-    if not torch_adamw_replaces(args.optim, [p.numel() for p in params], "bf16" if args.bf16 else "other"):
+    if not torch_adamw_replaces(args.optim, [p.numel() for p in params], args.bf16):
         return optimizer_without_syncs(args)
     _, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     fused = all(p.device.type in FUSED_DEVICES and p.dtype == torch.float32 for p in params)
@@ -216,8 +214,8 @@ def resumable_adamw():
     class AdamW(torch.optim.AdamW):
         def load_state_dict(self, state_dict):
             state = {key: _torch_moments(value) for key, value in state_dict["state"].items()}
-            groups = [{**{k: v for k, v in ours.items() if k not in saved or k in TORCH_ONLY},
-                       **{k: v for k, v in saved.items() if k in ours or k in SCHEDULER_KEYS}}
+            groups = [{**ours, **{k: v for k, v in saved.items()
+                                  if k in ours and k not in TORCH_ONLY or k in SCHEDULER_KEYS}}
                       for ours, saved in zip(self.param_groups, state_dict["param_groups"])]
             if len(groups) != len(state_dict["param_groups"]):
                 groups = state_dict["param_groups"]  # torch's own error names the mismatch

@@ -84,7 +84,7 @@ class TrainResult:
 class Setup:
     """How a preset trains on this device: precision, batch split and speed switches."""
 
-    precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU); with torch's AdamW, fp32 LoRA always
+    precision: str  # "bf16", "fp16" (LoRA weights stay fp32) or "fp32" (CPU)
     plan: BatchPlan
     grouped: bool = True  # batches of similar lengths: little compute spent on padding
     compiled: bool = False  # decoder layers compiled and replayed as CUDA graphs (GPU only)
@@ -142,9 +142,7 @@ def plan_setup(shape: ModelShape, preset, lengths: list[int], options: Options =
     if preset.batch_size % world:
         raise PricerError(f"batch_size {preset.batch_size} can't be split evenly over {world} processes")
     per_process = replace(preset, batch_size=preset.batch_size // world)  # the effective batch stays the preset's
-    sizes = shape.lora_tensor_sizes(preset.lora_r, preset.target_modules)
-    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled,
-                    lora_fp32=torch_adamw_replaces(optimizer_for(preset), sizes, precision()) or None)  # as below
+    device = Device(options.budget_gb or device_budget_gb(), precision(), padded=True, compiled=compiled)
     plan = plan_batches(shape, per_process, lengths, device, options.micro_batch, options.checkpointing)
     return Setup(precision(), plan, grouped=grouped, compiled=compiled)
 
@@ -244,7 +242,7 @@ def optimizer_without_gpu_waits(trainer) -> None:
     GradScaler's wait for the GPU each step. Else (bf16 too) bitsandbytes' own without its wait after every
     tensor (pricer.speed.optimizer_for_lora). Read when training creates the optimizer."""
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    if torch_adamw_replaces(trainer.args.optim, [p.numel() for p in params], "bf16" if trainer.args.bf16 else "other"):
+    if torch_adamw_replaces(trainer.args.optim, [p.numel() for p in params], trainer.args.bf16):
         _trainable_in_fp32(trainer.model)  # before the choice: the fused kernel wants fp32 tensors, here all of them
     trainer.optimizer_cls_and_kwargs = optimizer_for_lora(trainer.args, params)
 
@@ -372,7 +370,7 @@ def graphs_are_safe(setup: Setup, resuming: bool) -> bool:
 def settle_trainable_dtype(model, precision: str) -> None:
     """LoRA weights in fp32 unless training in bf16: TRL casts them to bf16, which fp16 AMP can't unscale
     ("_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for 'BFloat16') and a CPU runs slowly.
-    In bf16 they stay as they are: bf16 from TRL, or fp32 for torch's AdamW (optimizer_without_gpu_waits)."""
+    In bf16 they stay as TRL leaves them, bf16 (bitsandbytes' AdamW keeps fp32 state for them)."""
     if precision != "bf16":
         _trainable_in_fp32(model)
 
