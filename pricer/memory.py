@@ -139,7 +139,7 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
     if precision != "fp32" and device.lora_width == 4:
         per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
-        per_layer *= device.applied.activation_budget
+        per_layer *= device.applied.activation_budget(precision)
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full
         return tokens * (shape.layers * shape.hidden * width + per_layer)
     return tokens * shape.layers * per_layer

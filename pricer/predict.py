@@ -4,7 +4,7 @@
     evaluate(bind(model_predict, model, tokenizer), test)  # the course: generate 8 tokens, parse
     predictor = PricePredictor(model, tokenizer)           # batch_size picked from the device
     predictor(test[0])                                     # one price, a float
-    predictor.predict_batch(test)                          # many: sorted by length, left-padded
+    predictor.predict_batch(test)                          # many: sorted by length, right-padded
     evaluate(predictor, test, size=len(test))              # the Tester calls predict_batch in chunks
 
 `PricePredictor` reads the model's belief about the price instead of one greedy guess: the
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.patches.transformers import fuse_kernels
+from pricer.patches.transformers import fuse_kernels, hidden_states_at, unpacked_rows
 
 STATS = ("mean", "median")
 CHUNK_BATCHES = 8  # on a GPU the Tester hands over this many batches at once: sorted over all, little padding
@@ -294,8 +294,7 @@ class PricePredictor:
         import torch
 
         model, device = self.model, self.model.device
-        num_ids = torch.tensor(self.numbers.ids, device=device)
-        values = torch.tensor(self.numbers.values, device=device)
+        num_ids, values = self._on_device(device)
         with torch.inference_mode(), _eval_mode(model):
             mask, out = self._prompt_forward(rows)
             logp = _number_logp(out.logits, num_ids)  # [B, live=1, T]
@@ -327,6 +326,15 @@ class PricePredictor:
                 leaf_lps.append(live_lp + torch.log(-torch.expm1(more)))  # the number ends after the prefix
         return torch.cat(leaf_values, 1), torch.cat(leaf_lps, 1), number_mass
 
+    def _on_device(self, device):
+        """The number tokens' ids and values as tensors on `device`, made once (each a wait for the GPU to make)."""
+        import torch
+
+        if getattr(self, "_constants", (None,))[0] != device:
+            self._constants = (device, torch.tensor(self.numbers.ids, device=device),
+                               torch.tensor(self.numbers.values, device=device))
+        return self._constants[1:]
+
     def _prune(self, children, prune: bool):
         """The best children of each item, [B, k]: as many as hold `coverage` of its probability (at
         most top_k), counted per item so the answer never depends on which items share the batch."""
@@ -340,18 +348,22 @@ class PricePredictor:
         return lp.masked_fill(torch.arange(lp.shape[1], device=lp.device) >= need[:, None], -math.inf), pick
 
     def _prompt_forward(self, rows):
-        """One forward over the left-padded prompts; positions count real tokens only, as unpadded."""
+        """One forward over the right-padded prompts, without an attention mask: causal attention already keeps
+        each prompt's tokens from the padding after them, positions count from 0 as unpadded, and attention
+        runs its causal kernel. Each row's last token is picked by index on the way to the head. Rows go to
+        the GPU from pinned memory, nothing is read back: the GPU never waits for Python here."""
         import torch
 
-        B, L = len(rows), max(map(len, rows))
-        ids = torch.full((B, L), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for b, row in enumerate(rows):  # left padding: every prompt ends in the last column
-            ids[b, L - len(row):] = torch.tensor(row)
-            mask[b, L - len(row):] = 1
-        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                         use_cache=self.steps > 1, logits_to_keep=1)
+        B, L, pad = len(rows), max(map(len, rows)), self.tokenizer.pad_token_id or 0
+        device = self.model.device
+        pinned = device.type == "cuda"
+        ids = torch.tensor([row + [pad] * (L - len(row)) for row in rows])
+        mask = torch.tensor([[1] * len(row) + [0] * (L - len(row)) for row in rows])
+        last = torch.tensor([b * L + len(row) - 1 for b, row in enumerate(rows)])
+        ids, mask, last = (t.pin_memory().to(device, non_blocking=True) if pinned else t.to(device)
+                           for t in (ids, mask, last))
+        with hidden_states_at(self.model, last, (B, 1)), unpacked_rows():
+            out = self.model(input_ids=ids, use_cache=self.steps > 1, logits_to_keep=1)
         return mask, out
 
     @staticmethod

@@ -11,7 +11,9 @@
   where the configured bitsandbytes 32-bit AdamW would page nothing and LoRA weights are fp32 anyway (fp16,
   CPU); else `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after
   each tensor;
-- `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward.
+- `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward;
+  `positions_found_on_cpu`: the loss's positions found by the CPU as it collates, and right-padded batches
+  attended causally without their mask (no wait for the GPU in the step).
 
 What changes a library's behaviour lives in `pricer.patches` (one module per library, each fenced by
 the versions it was tested with, off with one line outside them); this module decides where to use
@@ -24,11 +26,12 @@ import weakref
 from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
 from pricer.patches.torch import PAD_MULTIPLE, compile_failed, compiled, compiler_works, runs_eagerly
 from pricer.patches.transformers import fuse_kernels, with_train_sampler
-from pricer.patches.trl import lazy_metrics_trainer, score_completions_only
+from pricer.patches.trl import lazy_metrics_trainer, positions_found_on_cpu, score_completions_only
 
 __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_failed", "compile_layers", "decoder_layers",
            "eager_layers", "fuse_kernels", "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer",
-           "optimizer_for_lora", "optimizer_without_syncs", "score_completions_only", "torch_adamw_replaces"]
+           "optimizer_for_lora", "optimizer_without_syncs", "positions_found_on_cpu", "score_completions_only",
+           "torch_adamw_replaces"]
 
 _compiled = weakref.WeakKeyDictionary()  # model compile_layers compiled -> (its layers' own forwards, hook handles)
 _graphed = False  # True once layers were compiled for CUDA graphs here: their pools live as long as the process

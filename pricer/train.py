@@ -42,8 +42,8 @@ from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, open_run
 from pricer.speed import (PAD_MULTIPLE, compile_failed, compile_layers, eager_layers, graphs_used, grouped_trainer,
-                          is_compiled, lazy_metrics_trainer, optimizer_for_lora, score_completions_only,
-                          torch_adamw_replaces)
+                          is_compiled, lazy_metrics_trainer, optimizer_for_lora, positions_found_on_cpu,
+                          score_completions_only, torch_adamw_replaces)
 
 SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
 _APPLIED = weakref.WeakKeyDictionary()  # trainer -> the Setup actually applied (compiling may fall back)
@@ -227,13 +227,17 @@ def device_settings(setup: Setup) -> dict:
         use_cpu=not torch.cuda.is_available(),
         pad_to_multiple_of=PAD_MULTIPLE if setup.compiled else None,  # a few shapes: each compiles once
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN; checking cost a GPU wait per micro-batch
+        # batches reach the GPU from pinned memory without a wait for the work queued before them
+        accelerator_config={"non_blocking": True} if torch.cuda.is_available() else None,
         ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
     )
 
 
 def read_metrics_once_per_log(trainer) -> None:
-    """TRL reads entropy and token accuracy after every forward (a wait for the GPU each): once per log instead."""
+    """TRL reads entropy and token accuracy after every forward (a wait for the GPU each): once per log instead;
+    and the positions its loss scores are found by the CPU as it collates, not by a boolean mask on the GPU."""
     _extend(trainer, lazy_metrics_trainer)
+    positions_found_on_cpu(trainer)
 
 
 def optimizer_without_gpu_waits(trainer) -> None:

@@ -20,6 +20,9 @@ from pricer.patches import fence as fence_module
 from pricer.errors import PricerError
 from pricer.patches.transformers import source_digest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from device_reads import device_reads  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -110,6 +113,74 @@ def test_trl_completion_scoring_applies_to_the_trainer_pricer_builds(tiny_model,
     rows = head_rows(monkeypatch)
     trainer.compute_loss(trainer.model, batch)
     assert rows == [int((batch["labels"][:, 1:] != -100).sum())]
+
+
+def test_trl_loss_at_positions_found_on_cpu_is_trls_loss_with_nothing_read_back(tiny_model, tmp_path):
+    """The collator finds the scored positions on the CPU and marks the right-padded batch causal: the loss and
+    gradients are TRL's own on the same batch, the decoder runs without an attention mask, and neither the
+    forward nor the backward reads anything back (TRL's own does: the detector works)."""
+    import torch
+    from trl import SFTTrainer
+
+    from pricer.patches.trl import CAUSAL, POSITIONS, TARGETS
+
+    trainer, batch = build(tiny_model, tmp_path)
+    assert batch[CAUSAL] is True  # TRL pads on the right
+    labels = batch["labels"]
+    assert len(batch[POSITIONS]) == int((labels[:, 1:] != -100).sum()) > 0
+    assert batch[TARGETS].tolist() == labels[:, 1:][labels[:, 1:] != -100].tolist()
+    stock_batch = {k: v for k, v in batch.items() if k not in (POSITIONS, TARGETS, CAUSAL)}
+    masks = []
+    trainer.model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: masks.append(kwargs.get("attention_mask")), with_kwargs=True)
+
+    def loss_and_grads(compute, inputs):
+        trainer.model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same LoRA dropout draws for both
+        out = {}
+        reads = device_reads(lambda: out.setdefault("loss", compute(trainer.model, dict(inputs))).backward())
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        return out["loss"].item(), grads, reads
+
+    ours, our_grads, our_reads = loss_and_grads(trainer.compute_loss, batch)
+    stock, stock_grads, stock_reads = loss_and_grads(lambda m, i: SFTTrainer.compute_loss(trainer, m, i), stock_batch)
+    assert our_reads == [] and stock_reads  # TRL's boolean mask, its metrics' .item(), the padding-mask check
+    assert masks[0] is None and masks[1] is not None
+    assert ours == pytest.approx(stock, rel=1e-5)
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, stock_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_trl_found_positions_mark_only_right_padded_batches_causal():
+    """A batch whose padding comes first (or that carries its own positions) keeps its attention mask."""
+    import torch
+
+    from pricer.patches.trl import CAUSAL, POSITIONS, ScoredPositions
+
+    def collate(mask, **extra):
+        mask = torch.tensor(mask)
+        labels = torch.where(mask.bool(), 7, -100)
+        return ScoredPositions(lambda examples: {"input_ids": mask, "attention_mask": mask, "labels": labels,
+                                                 **extra})([])
+
+    right = collate([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert right[CAUSAL] is True and right[POSITIONS].tolist() == [0, 1, 4, 5, 6]
+    assert collate([[0, 1, 1, 1], [1, 1, 1, 1]])[CAUSAL] is False
+    assert collate([[1, 1, 1, 0], [1, 1, 1, 1]], position_ids=torch.zeros(2, 4))[CAUSAL] is False
+
+
+def test_trl_fused_head_scores_given_labels_without_a_mask_when_triton_says_no():
+    """What the loss at found positions relies on in TRL's fused head: `shift_labels` are used as given (no shift),
+    and with `_use_triton` false every position is scored through reshape, not a boolean index."""
+    import trl.trainer.utils as trl_utils
+
+    head = inspect.getsource(trl_utils.add_fused_lm_head)
+    for line in ("if shift_labels is None:", "hidden_states = backbone_outputs.last_hidden_state\n",
+                 "labels = shift_labels", "compact = _use_triton(hidden_states.device)",
+                 "hidden_states[mask] if compact else hidden_states.reshape(-1, hidden_states.size(-1))",
+                 "labels[mask] if compact else labels.clamp(min=0).reshape(-1)",
+                 "backbone_outputs = getattr(self, backbone_attr)(*args, **kwargs)"):
+        assert line.replace("\n", "") in head, line
 
 
 def test_trl_plain_nll_path_is_the_one_lazy_metrics_replays():
@@ -341,7 +412,10 @@ def test_torch_recompile_limit_is_public_and_scoped():
     with settings():
         with settings():  # nested: a compiled kernel inside a compiled layer
             assert dynamo_config.recompile_limit == max(before, RECOMPILE_LIMIT)
-        assert functorch_config.activation_memory_budget == ACTIVATION_BUDGET
+        assert functorch_config.activation_memory_budget == ACTIVATION_BUDGET["fp32"]  # no autocast
+        for dtype, precision in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+            with torch.autocast("cpu", dtype=dtype), settings():  # as the layers compile inside a training step
+                assert functorch_config.activation_memory_budget == ACTIVATION_BUDGET[precision]
     assert torch.compiler.config.recompile_limit == dynamo_config.recompile_limit == before
     assert functorch_config.activation_memory_budget == 1.0
 
@@ -411,7 +485,7 @@ def test_outside_its_versions_each_patch_is_off_with_one_line(versions, capsys):
         assert fence.library in line and "still correct" in line
     patches.status()
     assert capsys.readouterr().err == ""  # said once per process
-    assert patches.status().activation_budget == 1.0
+    assert all(patches.status().activation_budget(p) == 1.0 for p in ("bf16", "fp16", "fp32"))
 
 
 def test_outside_its_versions_the_library_runs_as_it_ships(versions, monkeypatch):

@@ -6,6 +6,8 @@ brute force; the embedded SmolLM2 checks batching on a real model and tokenizer.
 
 import itertools
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,9 @@ from pricer.items import Item
 from pricer.predict import (PricePredictor, bind, improved_model_predict, model_predict, number_tokens,
                             prompt_of)
 from pricer.prompts import make_prompt
+
+sys.path.insert(0, str(Path(__file__).parent))
+from device_reads import device_reads  # noqa: E402
 
 
 SUMMARY = ("Title: Brevant 4300Pa Suction Robot Vacuum, Brushed copper\nCategory: Appliances\n"
@@ -212,6 +217,22 @@ def test_digit_tokenizer_takes_one_forward_per_digit(digit_tokenizer):
     calls = count_forwards(model)
     PricePredictor(model, digit_tokenizer, batch_size=8, max_digits=3).predict_batch(PROMPTS)
     assert len(calls) == 3  # the prompt, then after the first and second digits; the third ends it
+
+
+def test_a_batch_is_queued_unmasked_and_only_a_pruned_trees_width_is_read_before_its_answers(llama_tokenizer,
+                                                                                             digit_tokenizer):
+    """The prompts reach the model right-padded without an attention mask (causal attention keeps the padding out
+    of view), and queuing a batch reads nothing back from the device (on a GPU each read waits for all queued
+    work) but, for a digit tree, the width of each pruned depth."""
+    for tokenizer, depths in ((llama_tokenizer, 0), (digit_tokenizer, 2)):
+        model = tiny_llama(tokenizer, number_tokens(tokenizer).ids)
+        predictor = PricePredictor(model, tokenizer, batch_size=8, max_digits=3)
+        masks = []
+        model.model.register_forward_pre_hook(lambda m, args, kwargs: masks.append(kwargs.get("attention_mask")),
+                                              with_kwargs=True)
+        rows = [tokenizer(prompt_of(p))["input_ids"] for p in PROMPTS]
+        assert device_reads(lambda: predictor._expand(rows)) == ["item"] * depths
+        assert masks[0] is None and all(m.dim() == 4 for m in masks[1:]) and len(masks) == depths + 1
 
 
 # ----- batching on the real embedded model -----

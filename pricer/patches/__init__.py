@@ -2,7 +2,7 @@
 
     from pricer import patches
     patches.status()                      # PatchStatus(completion_scoring=True, ...): what this process applies
-    patches.status().activation_budget    # what the memory preflight counts on for compiled layers
+    patches.status().activation_budget("bf16")    # what the memory preflight counts on for compiled layers
 
 A patch declares the library versions it was written and tested against (its `Fence`). Outside
 them it turns itself off, says so once in one line (the patch, the version found, what runs
@@ -81,12 +81,11 @@ class PatchStatus:
     no_hub_kernel: bool  # bitsandbytes: no Hub download (nor its warning) at import on AVX512-BF16 CPUs
     torch_adamw: bool  # bitsandbytes: its 32-bit AdamW, where it would page nothing, run as torch's fused AdamW
 
-    @property
-    def activation_budget(self) -> float:
-        """Share of saved activations compiled layers keep: torch keeps them all without the setting."""
+    def activation_budget(self, precision: str) -> float:
+        """Share of saved activations compiled layers keep in this precision: all of them without the setting."""
         from pricer.patches.torch import ACTIVATION_BUDGET
 
-        return ACTIVATION_BUDGET if self.compiler_settings else 1.0
+        return ACTIVATION_BUDGET[precision] if self.compiler_settings else 1.0
 
 
 def fences() -> list[Fence]:

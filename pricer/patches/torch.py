@@ -5,9 +5,11 @@ when compiling fails.
 with three settings, and the caller's settings back afterwards:
 - a recompile limit of RECOMPILE_LIMIT: one graph per batch shape, and torch's default (8) would
   send later shapes to eager code (public: `torch.compiler.config.recompile_limit`);
-- an activation budget of ACTIVATION_BUDGET: the partitioner keeps that share of the saved
-  activations and recomputes cheap elementwise work in the backward instead, so the whole batch
-  fits a smaller GPU at the same speed (bench/README.md). Private: `torch._functorch.config`,
+- an activation budget, ACTIVATION_BUDGET for the precision autocast computes in as the layers compile:
+  the partitioner keeps that share of the saved activations and recomputes cheap elementwise work in
+  the backward instead, so the whole batch fits a smaller GPU at the same speed (bench/README.md).
+  Too low a share recomputes matmuls too (slower), and where that starts depends on the graph, so
+  each precision has the share measured for it. Private: `torch._functorch.config`,
   read by `torch._functorch.partitioners` when the forward and backward are split at compile time;
 - the backward compiled with the forward (private: `torch._functorch.config.force_non_lazy_backward_lowering`,
   read by AOTAutograd at the same time): torch otherwise compiles it at the first `loss.backward()`,
@@ -30,7 +32,10 @@ COMPILER_SETTINGS = Fence("torch.compiler_settings", "torch", TESTED,
                           "compiled layers keep all their activations (the memory preflight plans for that) and "
                           "shapes past torch's 8th compile run eagerly")
 PAD_MULTIPLE = 16  # batch lengths rounded up to this for compiled code: a few shapes, each compiled once
-ACTIVATION_BUDGET = 0.7  # 0.5 also recomputed matmuls: slower (bench/README.md)
+# Share of saved activations kept, by the precision the layers compile in (bench/README.md, measured on an H200
+# at lite's T4 plan): bf16 0.85 is the fastest measured (0.7 recomputed matmuls); fp16 stays at 0.7 (0.85 took
+# its peak past 15 GB with its fp32 LoRA inputs; 1.0 was 2% faster than 0.7 at 11.2 GB), fp32 (CPU) too.
+ACTIVATION_BUDGET = {"bf16": 0.85, "fp16": 0.7, "fp32": 0.7}
 RECOMPILE_LIMIT = 64  # a graph per batch shape: lengths rounded up to 16, a few batch sizes
 
 
@@ -48,12 +53,22 @@ class _Settings:
         limit, budget = self.compiler.recompile_limit, self.functorch.activation_memory_budget
         self.saved.append((limit, budget, self.functorch.force_non_lazy_backward_lowering))
         self.compiler.recompile_limit = max(limit, RECOMPILE_LIMIT)
-        self.functorch.activation_memory_budget = ACTIVATION_BUDGET
+        self.functorch.activation_memory_budget = ACTIVATION_BUDGET[autocast_precision()]
         self.functorch.force_non_lazy_backward_lowering = True  # a backward that can't compile fails in our call
 
     def __exit__(self, *exc):
         (self.compiler.recompile_limit, self.functorch.activation_memory_budget,
          self.functorch.force_non_lazy_backward_lowering) = self.saved.pop()
+
+
+def autocast_precision() -> str:
+    """"bf16" or "fp16" where autocast is on (CUDA, else CPU), else "fp32"."""
+    import torch
+
+    for device in ("cuda", "cpu"):
+        if torch.is_autocast_enabled(device):
+            return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(torch.get_autocast_dtype(device), "fp32")
+    return "fp32"
 
 
 @functools.cache

@@ -12,8 +12,15 @@
   never given Llama's math; attention gets a copy of its forward that finds the compiled
   `apply_rotary_pos_emb`, so the modeling module and every other model keep the eager one. Off:
   eager kernels (evaluation is slower on a GPU).
+- `unpacked_rows()`: with no attention mask, transformers checks whether the position ids pack several
+  sequences into a row, reading the answer back from the GPU (a wait for all queued work). While inside,
+  it takes each row for one sequence, as pricer's right-padded batches are. Off: the check runs (one wait).
+- `hidden_states_at(model, positions, shape)`: not a patch (a forward hook, public API): while inside, the
+  model's decoder hands its head only the final hidden states at `positions`, indices found on the CPU. A
+  boolean mask would find them on the GPU, and reading its count is a wait for everything queued.
 """
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -29,6 +36,8 @@ TRAIN_SAMPLER = Fence("transformers.train_sampler", "transformers", TESTED,
                       "Trainer's own random batches (more padding, so slower)")
 ONE_GPU = Fence("transformers.one_gpu", "transformers", TESTED,
                 "a process that sees several GPUs is refused (Trainer would use nn.DataParallel, which TRL refuses)")
+UNPACKED_ROWS = Fence("transformers.unpacked_rows", "transformers", TESTED,
+                      "transformers checks each unmasked batch for packed sequences (a wait for the GPU)")
 FUSED_KERNELS = Fence("transformers.fused_kernels", "transformers", TESTED,
                       "eager RMSNorm, SwiGLU and rotary embeddings (slower evaluation on a GPU)")
 # sha256 of the dedented source of the forwards the fused kernels replicate (LlamaRMSNorm, LlamaMLP, 5.23.0)
@@ -122,6 +131,45 @@ def fuse_kernels(model) -> bool:
     if fused:
         _fused[model] = True
     return bool(fused)
+
+
+@contextlib.contextmanager
+def unpacked_rows():
+    """While inside: transformers' mask builder takes every row for one sequence (`find_packed_sequence_indices`
+    answers None, as it does itself for unpacked rows, without reading the position ids back)."""
+    import transformers.masking_utils as masking
+
+    if not UNPACKED_ROWS.on:
+        yield
+        return
+    stock = masking.find_packed_sequence_indices
+    masking.find_packed_sequence_indices = _one_sequence_per_row
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = stock
+
+
+def _one_sequence_per_row(position_ids):
+    return None
+
+
+@contextlib.contextmanager
+def hidden_states_at(model, positions, shape: tuple[int, ...]):
+    """While inside: `model`'s decoder (`get_decoder()`) returns only its final hidden states at `positions`
+    (flat indices over batch x length, a device tensor), shaped `shape` + (hidden size,), so the head that
+    follows projects those alone (each row's last token, or the tokens a loss scores)."""
+    def pick(module, args, output):
+        hidden = output.last_hidden_state
+        output.last_hidden_state = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions).view(
+            *shape, hidden.shape[-1])
+        return output
+
+    handle = model.get_decoder().register_forward_hook(pick)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _reads_global(function, name: str) -> bool:
