@@ -227,6 +227,26 @@ def test_trl_metrics_bookkeeping_is_what_lazy_metrics_replays():
 
 # ----- transformers -----
 
+def test_transformers_unpacked_rows_answers_as_the_check_would():
+    """transformers checks an unmasked batch for packed sequences through the module-level name we rebind; for
+    rows that each hold one sequence its answer is None, ours too, without reading the positions back."""
+    import torch
+    import transformers.masking_utils as masking
+
+    from pricer.patches.transformers import unpacked_rows
+
+    assert "packed_sequence_mask = find_packed_sequence_indices(position_ids)" in inspect.getsource(
+        masking._preprocess_mask_arguments)
+    stock = masking.find_packed_sequence_indices
+    positions = torch.arange(6).expand(2, 6)
+    assert stock(positions) is None and stock(torch.tensor([[0, 1, 2, 0, 1, 2]])) is not None
+    assert device_reads(lambda: stock(positions)) != []  # the stock check reads the device
+    with unpacked_rows():
+        assert device_reads(lambda: masking.find_packed_sequence_indices(positions)) == []
+        assert masking.find_packed_sequence_indices(positions) is None
+    assert masking.find_packed_sequence_indices is stock
+
+
 def test_transformers_train_sampler_hook():
     """Trainer builds its training DataLoader from `_get_train_sampler(train_dataset)`, which we override."""
     from transformers import Trainer

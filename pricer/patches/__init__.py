@@ -14,8 +14,10 @@ each patch applies to pricer's own model, trainer or optimizer class, or for the
 These modules import only `pricer.errors` from pricer, so predictors (`pricer.predict`) and training
 (`pricer.speed`, `pricer.memory`) both build on them without importing upwards.
 
-    trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log
-    transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused
+    trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log; the
+                     loss's positions found on the CPU
+    transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused; no packing
+                     check on unmasked right-padded batches
     bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; torch's fused AdamW where
                      nothing would be paged; no Hub kernel at import
     torch.py         compiler settings (recompile limit, activation budget, the backward compiled with the
@@ -47,6 +49,11 @@ each with its canary in tests/test_patches.py:
     torch._functorch.config.force_non_lazy_backward_lowering (torch.compiled)
         test_torch_backward_compiles_with_the_forward_under_our_settings
 
+Since issue 25 also (no underscore): transformers.masking_utils.find_packed_sequence_indices, rebound while
+an unmasked batch runs (transformers.unpacked_rows; test_transformers_unpacked_rows_answers_as_the_check_would),
+and TRL's fused head given `shift_labels` with `_use_triton` saying no (trl.positions_found_on_cpu;
+test_trl_fused_head_scores_given_labels_without_a_mask_when_triton_says_no).
+
 The internals without an underscore have theirs: Optimizer8bit.step and its helpers
 (test_bitsandbytes_step_is_the_one_we_copy), `is_paged` (test_bitsandbytes_marks_paged_states_is_paged),
 SFTTrainer's NLL path and FusedCausalLMOutput's fields
@@ -75,6 +82,7 @@ class PatchStatus:
     train_sampler: bool  # transformers: length-grouped batches
     one_gpu: bool  # transformers: one process seeing several GPUs trains on the first
     fused_kernels: bool  # transformers: fused RMSNorm, SwiGLU, rotary (evaluation)
+    unpacked_rows: bool  # transformers: unmasked right-padded batches are not checked for packing (no GPU read)
     paged_waits_only: bool  # bitsandbytes: no GPU wait after updating an unpaged state
     compiler_settings: bool  # torch: recompile limit, activation budget, backward compiled with the forward
     cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
@@ -93,7 +101,7 @@ def fences() -> list[Fence]:
     from pricer.patches import bitsandbytes, torch, transformers, trl
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
-            transformers.FUSED_KERNELS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
+            transformers.FUSED_KERNELS, transformers.UNPACKED_ROWS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
             bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL, bitsandbytes.TORCH_ADAMW]
 
 

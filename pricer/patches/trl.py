@@ -42,13 +42,23 @@ def score_completions_only(trainer_class):
     return _completions_only(trainer_class) if COMPLETION_SCORING.on else trainer_class
 
 
-@contextlib.contextmanager
 def compact_scoring():
     """While inside: TRL's fused head scores only labelled positions on CPU as on CUDA/XPU; TRL's own after."""
+    return _use_triton_answering(_compact_on)
+
+
+def every_position_scored():
+    """While inside: TRL's fused head scores every position it is given (it is given only labelled ones)."""
+    return _use_triton_answering(_never)
+
+
+@contextlib.contextmanager
+def _use_triton_answering(answer):
+    """TRL's fused head asks `_use_triton(device)` whether to pick labelled positions with a boolean mask."""
     import trl.trainer.utils as trl_utils
 
     stock = trl_utils._use_triton
-    trl_utils._use_triton = _compact_on
+    trl_utils._use_triton = answer
     try:
         yield
     finally:
@@ -57,19 +67,6 @@ def compact_scoring():
 
 def _compact_on(device) -> bool:
     return device.type in ("cuda", "xpu", "cpu")
-
-
-@contextlib.contextmanager
-def every_position_scored():
-    """While inside: TRL's fused head scores every position it is given (it is given only labelled ones)."""
-    import trl.trainer.utils as trl_utils
-
-    stock = trl_utils._use_triton
-    trl_utils._use_triton = _never
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = stock
 
 
 def _never(device) -> bool:
