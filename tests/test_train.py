@@ -146,8 +146,9 @@ def test_plan_keeps_the_effective_batch_and_checkpoints_only_when_it_must():
 
 
 def test_compiled_layers_fit_the_whole_lite_batch_on_a_t4_in_either_dtype():
-    """Compiled layers keep 85% (bf16) or 70% (fp16) of the activations (measured on an H200: 12.6 GB for bf16, 12.6 for fp16
-    at 32 x 128), so a T4 runs lite's batch of 32 at once; fp16 keeps fp32 copies of LoRA inputs, so costs more."""
+    """Compiled layers keep 85% (bf16) or 70% (fp16) of the activations (measured on an H200 at 32 x 128: 11.1 GB
+    for bf16, 7.0 for fp16), so a T4 runs lite's batch of 32 at once; the estimate stays on the safe side of both,
+    and fp16, which keeps fp32 copies of LoRA inputs, is estimated higher."""
     lite, lengths = get_preset("lite"), [128] * 500
     bf16, fp16 = (plan_batches(LITE_SHAPE, lite, lengths, Device(14.0, precision, padded=True, compiled=True))
                   for precision in ("bf16", "fp16"))

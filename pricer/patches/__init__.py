@@ -101,8 +101,8 @@ def fences() -> list[Fence]:
     from pricer.patches import bitsandbytes, torch, transformers, trl
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
-            transformers.FUSED_KERNELS, transformers.UNPACKED_ROWS, bitsandbytes.PAGED_WAITS_ONLY, torch.COMPILER_SETTINGS,
-            bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL, bitsandbytes.TORCH_ADAMW]
+            transformers.FUSED_KERNELS, transformers.UNPACKED_ROWS, bitsandbytes.PAGED_WAITS_ONLY,
+            torch.COMPILER_SETTINGS, bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL, bitsandbytes.TORCH_ADAMW]
 
 
 def status() -> PatchStatus:
