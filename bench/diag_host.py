@@ -216,7 +216,7 @@ def train_diag(report, out):
         res["plan"] = str(setup.plan)
         report["train"] = res
         print(json.dumps(res, indent=1), flush=True)
-        (out).write_text(json.dumps(report, indent=1))
+        out.write_text(json.dumps(report, indent=1))
 
 
 def eval_diag(report, out):
@@ -268,8 +268,6 @@ def eval_diag(report, out):
 
 def budgets(values, out):
     """ours_bf16 / ours_fp16 with the compiler's activation budget at each value: s/step and peak."""
-    import argparse as _a
-
     import pricer.patches.torch as pt
     import train_throughput as tt
 
@@ -278,7 +276,7 @@ def budgets(values, out):
         folder = Path(tmp) / "model"
         tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
-        args = _a.Namespace(warmup=15, steps=10, budget_gb=14.0, micro_batch=None)
+        args = argparse.Namespace(warmup=15, steps=10, budget_gb=14.0, micro_batch=None)
         for value in values:
             precision, budget = value.split(":")
             pt.ACTIVATION_BUDGET = float(budget)

@@ -6,8 +6,8 @@
 Both sides train LoRA r=32 / alpha 64 / dropout 0.1 on q,k,v,o with paged AdamW, effective batch 32,
 on the same rows from the same seed, so their losses must agree. Where ours groups rows of similar length
 into a batch (a CPU, or the `ours_<dtype>_grouped` ablation), its losses are compared with `course_*_grouped`:
-the course's trainer drawing the same grouped batches. The course side is TRL's SFTTrainer as the course sets it up (batch 32 padded to the longest row, gradient
-checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
+the course's trainer drawing the same grouped batches. The course side is TRL's SFTTrainer as the course
+sets it up (batch 32 padded to the longest row, gradient checkpointing on: TRL's default). In fp16 it crashes on a T4-style GPU; `course_fp16_fixed` is the
 same with the one-line fix (LoRA weights cast back to fp32), the fair fp16 baseline. Ours is
 `pricer.train.build_trainer` with a plan made for a 14 GB budget (a T4), whatever GPU runs it.
 `ours_<dtype>_bnbadam` (ablation) is ours with bitsandbytes' paged AdamW minus its per-tensor waits where

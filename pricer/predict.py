@@ -250,6 +250,7 @@ class PricePredictor:
         on_gpu = model.device.type == "cuda"
         self.chunk_size = self.batch_size * (CHUNK_BATCHES if on_gpu else 1)  # what the Tester hands over at once
         self.fused = (on_gpu if fused is None else fused) and fuse_kernels(model)
+        self._constants = {}  # device -> the number tokens' ids and values there (_on_device)
         self.__name__ = name or f"{'expected' if stat == 'mean' else 'median'}_price"
         self.cache_key = (f"PricePredictor:{self.numbers.kind}:{stat}:cover{coverage}:top{top_k}:"
                           f"digits{self.steps}:{'fused:' if self.fused else ''}{model_fingerprint(model)}")
@@ -330,10 +331,10 @@ class PricePredictor:
         """The number tokens' ids and values as tensors on `device`, made once (each a wait for the GPU to make)."""
         import torch
 
-        if getattr(self, "_constants", (None,))[0] != device:
-            self._constants = (device, torch.tensor(self.numbers.ids, device=device),
-                               torch.tensor(self.numbers.values, device=device))
-        return self._constants[1:]
+        if device not in self._constants:
+            self._constants[device] = (torch.tensor(self.numbers.ids, device=device),
+                                       torch.tensor(self.numbers.values, device=device))
+        return self._constants[device]
 
     def _prune(self, children, prune: bool):
         """The best children of each item, [B, k]: as many as hold `coverage` of its probability (at

@@ -191,10 +191,11 @@ def optimizer_for_lora(args, params):
     fused AdamW updates them all in a few kernels, with the hyper-parameters Trainer reads from `args`
     (weight decay per parameter group, as Trainer sets it). The math is bitsandbytes' (tests/test_optimizer.py),
     on condition that the weights are fp32: its state is in the weights' dtype, and bitsandbytes' 32-bit
-    state is fp32; pricer.train makes them fp32 before choosing (TRL leaves them bf16, fp16 runs too). In fp16 it also spares a wait per step: torch's
-    GradScaler reads `found_inf` (`.item()`) before stepping an optimizer that can't skip a step itself, and
-    hands it to a fused one (`_step_supports_amp_scaling`). One difference: a step skipped for an overflow
-    still advances the learning-rate schedule (accelerate sees no skip without that read)."""
+    state is fp32; pricer.train makes them fp32 before choosing (TRL leaves them bf16, fp16 runs too). In fp16
+    it also spares a wait per step: torch's GradScaler reads `found_inf` (`.item()`) before stepping an
+    optimizer that can't skip a step itself, and hands it to a fused one (`_step_supports_amp_scaling`). One
+    difference: a step skipped for an overflow still advances the learning-rate schedule (accelerate sees no
+    skip without that read)."""
     import torch
     from transformers import Trainer
 
