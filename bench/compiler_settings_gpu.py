@@ -18,7 +18,7 @@ import torch
 import torch._functorch.config as functorch_config
 from transformers import LlamaConfig, LlamaForCausalLM
 
-BUDGET, LIMIT = 0.85, 64  # pricer.patches.torch.ACTIVATION_BUDGET["bf16"], RECOMPILE_LIMIT
+BUDGET, LIMIT = 0.9, 64  # pricer.patches.torch.ACTIVATION_BUDGET["bf16"], RECOMPILE_LIMIT
 
 
 class Scoped:

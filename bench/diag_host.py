@@ -2,7 +2,9 @@
 
     python bench/diag_host.py --out $OUT/diag_host.json                 # GPU, ~2 min: both parts
     python bench/diag_host.py --only train --out $OUT/diag_host.json
-    python bench/diag_host.py --budgets bf16:0.85,fp16:0.7 --out $OUT/budgets.json   # activation budgets
+    python bench/diag_host.py --only train --precision fp16 --out $OUT/diag_fp16.json
+    python bench/diag_host.py --budgets bf16:0.9,fp16:0.8 --out $OUT/budgets.json   # activation budgets
+    python bench/diag_host.py --census bf16,fp16 --out $OUT/census.json             # what compiled layers save
 
 Training (ours_bf16 at lite's T4 plan, the train bench's model and rows, steps 15-47): seconds per step;
 Python's time per phase of the step without waiting on purpose (`host_ms_per_step`); every wait for the
@@ -11,7 +13,9 @@ added (if it grows by less than 20 ms, the GPU had been idle that long); and, un
 GPU's idle gaps and the phase Python was in during each. Evaluation (PricePredictor on the eval bench's
 model, one-token prices and the digit tree): the same waits and gaps, and kernel tables beside the
 results file. `--budgets`: ours at each precision:activation-budget, s/step and peak (the share
-`pricer.patches.torch.ACTIVATION_BUDGET` keeps; too low recomputes matmuls, where depends on the graph).
+`pricer.patches.torch.ACTIVATION_BUDGET` keeps; too low recomputes matmuls, where depends on the graph;
+arms share a process, so only the first arm's peak is clean). `--census`: what the compiled layers save for
+the backward, by dtype and shape (a saved-tensors hook around one forward after 16 steps).
 """
 
 import argparse
@@ -116,7 +120,7 @@ def gaps(prof) -> dict:
                                                       or "Synchronize" in e.name)).most_common(10))}
 
 
-def train_diag(report, out):
+def train_diag(report, out, precision="bf16"):
     from transformers import TrainerCallback
 
     import train_throughput as tt
@@ -126,9 +130,9 @@ def train_diag(report, out):
         folder = Path(tmp) / "model"
         tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
-        model = tt.load_4bit(folder, torch.bfloat16)
+        model = tt.load_4bit(folder, {"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
         total = 47
-        trainer, setup = tt.our_trainer(model, tokenizer, rows, "bf16", total, Path(tmp) / "run", 14.0, None)
+        trainer, setup = tt.our_trainer(model, tokenizer, rows, precision, total, Path(tmp) / "run", 14.0, None)
         for name in ("get_batch_samples", "training_step", "compute_loss", "_clip_grad_norm",
                      "_maybe_log_save_evaluate", "floating_point_ops"):
             setattr(trainer, name, phase(name, getattr(trainer, name)))
@@ -209,11 +213,12 @@ def train_diag(report, out):
         res["s_per_step_42_end"] = (marks["end"] - marks[42]) / (total - 42)
         res["syncs_step30_training_step"] = dict(SYNCS.most_common(20))
         res["gaps_5_steps"] = gaps(prof)
-        (out.parent / "diag_train_table.txt").write_text(prof.key_averages().table(
+        (out.parent / f"diag_train_{precision}_table.txt").write_text(prof.key_averages().table(
             sort_by="self_device_time_total", row_limit=50, max_name_column_width=100))
-        (out.parent / "diag_train_cpu_table.txt").write_text(prof.key_averages().table(
+        (out.parent / f"diag_train_{precision}_cpu_table.txt").write_text(prof.key_averages().table(
             sort_by="self_cpu_time_total", row_limit=50, max_name_column_width=100))
         res["plan"] = str(setup.plan)
+        res["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)  # the first training in this process
         report["train"] = res
         print(json.dumps(res, indent=1), flush=True)
         out.write_text(json.dumps(report, indent=1))
@@ -276,29 +281,77 @@ def budgets(values, out):
         folder = Path(tmp) / "model"
         tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
-        args = argparse.Namespace(warmup=15, steps=10, budget_gb=14.0, micro_batch=None)
+        args = argparse.Namespace(warmup=15, steps=10, budget_gb=40.0, micro_batch=None)  # the plan stays 32 x 1
         for value in values:
             precision, budget = value.split(":")
-            pt.ACTIVATION_BUDGET = float(budget)
+            pt.ACTIVATION_BUDGET = {**pt.ACTIVATION_BUDGET, precision: float(budget)}
             r = tt.run_one(f"ours_{precision}", folder, tokenizer, rows, precision, args, Path(tmp))
             res[value] = {k: r.get(k) for k in ("s_per_step", "tok_per_s", "peak_gb", "error")}
             print(value, res[value], flush=True)
             out.write_text(json.dumps(res, indent=1))
 
 
+def census(precisions, out):
+    """What the compiled layers keep for the backward, by dtype and shape: ours at each precision, after 16 steps
+    (every length compiled), one more forward under a saved-tensors hook (its graphs replayed off the timed path)."""
+    import train_throughput as tt
+
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
+        rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
+        for precision in precisions:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            try:
+                model = tt.load_4bit(folder, dtype)
+                trainer, _ = tt.our_trainer(model, tokenizer, rows, precision, 16, Path(tmp) / precision, 40.0, None)
+                trainer.train()
+                batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+                kept = collections.Counter()
+                count = collections.Counter()
+
+                def pack(t):
+                    kept[(str(t.dtype), tuple(t.shape))] += t.numel() * t.element_size()
+                    count[(str(t.dtype), tuple(t.shape))] += 1
+                    return t
+
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), trainer.compute_loss_context_manager():
+                    loss = trainer.compute_loss(trainer.model, batch)
+                del loss
+                by_dtype = collections.Counter()
+                for (dt, _), b in kept.items():
+                    by_dtype[dt] += b
+                res[precision] = {"gb_by_dtype": {k: round(v / 1e9, 3) for k, v in by_dtype.items()},
+                                  "largest": [[k[0], list(k[1]), count[k], round(v / 1e9, 3)]
+                                              for k, v in kept.most_common(12)],
+                                  "lora_dtypes": sorted({str(p.dtype) for n, p in trainer.model.named_parameters()
+                                                         if p.requires_grad})}
+            except Exception:
+                res[precision] = {"error": traceback.format_exc()[-1500:]}
+            print(precision, json.dumps(res[precision], indent=1), flush=True)
+            out.write_text(json.dumps(res, indent=1))
+            model = trainer = None
+            torch.cuda.empty_cache()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/tmp/diag_host.json"))
     p.add_argument("--only", choices=("train", "eval"))
-    p.add_argument("--budgets", help="precision:budget,... (e.g. bf16:0.85,fp16:0.7): time ours at each instead")
+    p.add_argument("--precision", choices=("bf16", "fp16"), default="bf16", help="the training part's")
+    p.add_argument("--budgets", help="precision:budget,... (e.g. bf16:0.9,fp16:0.8): time ours at each instead")
+    p.add_argument("--census", help="precision,... (e.g. bf16,fp16): what the compiled layers keep, instead")
     args = p.parse_args()
     if args.budgets:
         return budgets(args.budgets.split(","), args.out)
+    if args.census:
+        return census(args.census.split(","), args.out)
     report = {}
     for part, fn in (("train", train_diag), ("eval", eval_diag)):
         if args.only in (None, part):
             try:
-                fn(report, args.out)
+                fn(report, args.out, *([args.precision] if part == "train" else []))
             except Exception:
                 traceback.print_exc()
                 report[part + "_error"] = traceback.format_exc()[-2000:]

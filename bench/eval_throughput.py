@@ -103,6 +103,17 @@ def timed(fn, rows, warmup=None, label: str | None = None) -> float:
     return len(rows) / (time.perf_counter() - start)
 
 
+def tokenize_seconds(tokenizer, rows) -> float:
+    """What one predictor call spends tokenizing `rows` before its first batch can start (best of 3)."""
+    from pricer.prompts import prompt_of
+
+    def once():
+        start = time.perf_counter()
+        tokenizer([prompt_of(r) for r in rows])
+        return time.perf_counter() - start
+    return round(min(once() for _ in range(3)), 4)
+
+
 def tester_style(predictor):
     """Predict as the Tester does: chunks of chunk_size (else batch_size) in data order."""
     step = getattr(predictor, "chunk_size", None) or predictor.batch_size
@@ -186,6 +197,8 @@ def gpu(args) -> dict:
     print(f"ours digit tree, eager kernels {eager_tree_rate:8.2f} items/s")
     tokenizer = standin_tokenizer("whole")
     rows = standin_prompts(tokenizer, args.items)
+    tokenize_s = tokenize_seconds(tokenizer, rows)
+    print(f"tokenizing the {len(rows)} prompts on this host: {tokenize_s:.3f} s (the GPU idles then)")
     sizes = sorted(set(args.batch_sizes) | {preset})
     result = compare(model, tokenizer, rows, sizes, args.seed_items, args.improved_items)
     per_batch = PricePredictor(model, tokenizer)  # the Tester handing over one batch at a time, as before chunks
@@ -197,12 +210,27 @@ def gpu(args) -> dict:
     digit_rate = timed(tester_style(digits), digit_rows, warmup=digit_rows, label="digit_tree")
     digit_peak = torch.cuda.max_memory_allocated() / 1e9
     print(f"ours digit tree, batch {digits.batch_size}   {digit_rate:8.2f} items/s  peak {digit_peak:.2f} GB")
+    grown_rate = grown_cache_rate(model, digit_tok, digit_rows)
+    print(f"ours digit tree, its cache grown by copying at each depth (as before) {grown_rate:8.2f} items/s")
     return summary(result, preset, {"digit_tree_items_per_s": digit_rate, "digit_tree_peak_gb": digit_peak,
                                     "digit_tree_batch_size": digits.batch_size,
                                     "digit_tree_eager_kernels_items_per_s": eager_tree_rate,
-                                    "first_pass_s": WARMUP,
+                                    "digit_tree_grown_cache_items_per_s": grown_rate,
+                                    "first_pass_s": WARMUP, "tokenize_s": tokenize_s,
                                     "model": "Llama-3.2-3B config, random weights, 4-bit NF4 double quant",
                                     "footprint_gb": model.get_memory_footprint() / 1e9})
+
+
+def grown_cache_rate(model, tokenizer, rows) -> float:
+    """Ablation: the digit tree with the model's own DynamicCache, copied to grow at each depth (before roomy_cache)."""
+    import pricer.predict as predict
+    from pricer.predict import PricePredictor
+
+    roomy, predict.roomy_cache = predict.roomy_cache, lambda room: None
+    try:
+        return timed(tester_style(PricePredictor(model, tokenizer)), rows, warmup=rows)
+    finally:
+        predict.roomy_cache = roomy
 
 
 def summary(result, preset, extra) -> dict:

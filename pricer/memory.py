@@ -37,8 +37,6 @@ ACTIVATION_A = {(False, False): 27.6, (False, True): 31.6, (True, False): 35.7, 
 ACTIVATION_B = {(False, False): 6.0, (False, True): 6.0, (True, False): 10.0, (True, True): 14.0}
 CALIBRATION = 0.94  # the H100's measured 18.3 GB (lite, 32 x 128, no checkpointing) over this table's figure
 FUSED_SAVING = (8.0, 2.0)  # fused RMSNorm keeps its input only (-8 x hidden), fused SwiGLU drops silu(g) (-2 x inter)
-FP32_LORA_INPUTS = 9.0  # x hidden bytes: fp32 LoRA weights in 16-bit training keep fp32 copies of LoRA inputs
-# (measured in fp16 on an H100; bf16 with fp32 LoRA weights keeps 8 x hidden more than with bf16 ones on CPU)
 HEADROOM = 1.05  # allocator rounding and fragmentation on top of what tensors hold
 FIXED_GB = 0.3  # CUDA workspaces, optimizer scratch
 SCORED_PER_ROW = 8  # a price and EOS take under 8 tokens: with completion-only scoring, the loss head sees only those
@@ -135,9 +133,8 @@ def activation_bytes(shape: ModelShape, preset, tokens: int, checkpointing: bool
     if compiled:
         a, b = a - FUSED_SAVING[0], b - FUSED_SAVING[1]
     width = bytes_per_value(precision)
+    # fp32 LoRA weights (fp16) keep no fp32 copies of their inputs: under autocast peft leaves them 16-bit
     per_layer = CALIBRATION * (a * shape.hidden + b * shape.intermediate) * width / 2
-    if precision != "fp32" and device.lora_width == 4:
-        per_layer += FP32_LORA_INPUTS * shape.hidden
     if compiled:
         per_layer *= device.applied.activation_budget(precision)
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed in full

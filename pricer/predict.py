@@ -18,7 +18,8 @@ The price is the whole digit string, so for those we expand the digit tree: the 
 each first digit, then of each next digit or of the number ending (a "." or any non-digit), up to
 `max_digits` digits. Every item's live prefixes run in one forward per depth: they are appended to
 the item's own row after the prompt's KV cache, each attending to the prompt and to its own
-ancestors (a tree attention mask), so the cache is never copied. Prefixes that need another
+ancestors (a tree attention mask), so the cache is never copied per prefix; the prompt's cache keeps
+room for them (`roomy_cache`), so no depth copies it to grow it either. Prefixes that need another
 forward are pruned depth by depth: each item keeps its most likely ones until they hold `coverage`
 of its live probability (at most `top_k`; counted per item, so an answer never depends on its
 batch); complete prices are never pruned. The pruned mass is dropped and the kept prices renormalised
@@ -30,8 +31,10 @@ On a GPU the model's RMSNorm, SwiGLU and rotary embeddings are compiled into fus
 (`pricer.patches.transformers.fuse_kernels`, the model is changed in place; same math), compiled
 for any batch length and tree width (dynamic shapes), so neither is padded for the compiler. The
 Tester hands over `chunk_size` items at a time (8 batches on a GPU): sorted by length over all of
-them, batches carry little padding, and each batch's answers are read only after the next one is
-queued, so the GPU never waits while Python prepares a batch (bench/README.md).
+them, batches carry little padding, and each batch's answers are copied to the host behind it and
+read only after the next one is queued, waiting for that batch alone, so the GPU never waits while
+Python prepares a batch. The digit tree reads one number per pruned depth past the first (how many
+prefixes go on); the first digit's ten children all go on, the pruned ones masked (bench/README.md).
 """
 
 import contextlib
@@ -41,10 +44,11 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.patches.transformers import fuse_kernels, hidden_states_at, unpacked_rows
+from pricer.patches.transformers import fuse_kernels, hidden_states_at, roomy_cache, unpacked_rows
 
 STATS = ("mean", "median")
 CHUNK_BATCHES = 8  # on a GPU the Tester hands over this many batches at once: sorted over all, little padding
+KEEP_UNREAD = 16  # a depth with at most this many children forwards them all rather than read how many to keep
 
 
 @contextlib.contextmanager
@@ -260,16 +264,17 @@ class PricePredictor:
 
     def predict_batch(self, datapoints) -> list[float]:
         """One price per datapoint, in input order: the distribution's mean (or median), on the device."""
-        return self._each_batch(datapoints, lambda *tree: _summarise(*tree[:2], self.stat), _tensor_to_list)
+        return self._each_batch(datapoints, lambda *tree: (_summarise(*tree[:2], self.stat),), _tensor_to_list)
 
     def distributions(self, datapoints) -> list[PriceDistribution]:
         """Each datapoint's whole price distribution, to look at or plot."""
-        return self._each_batch(datapoints, lambda *tree: tree, lambda tree: _distributions(*tree))
+        return self._each_batch(datapoints, lambda *tree: tree, _distributions)
 
     def _each_batch(self, datapoints, on_device, to_host) -> list:
         """Batches sorted by length, so padding stays small; results back in input order. Each batch's
-        answers (`on_device`, queued on the GPU) are read (`to_host`, a wait for the GPU) only once the
-        next batch is queued behind them."""
+        answers (`on_device`: a tuple of tensors, queued on the GPU) are copied to the host behind it and read
+        (`to_host`) once the next batch is queued: the read waits for this batch alone, so the GPU works on
+        the next one while Python reads these answers and prepares the batch after."""
         from pricer.evaluator import tqdm  # tqdm.auto, imported without its no-ipywidgets warning
 
         rows = self.tokenizer([prompt_of(d) for d in datapoints])["input_ids"]
@@ -278,11 +283,14 @@ class PricePredictor:
         results, queued = [None] * len(rows), None
 
         def read(chunk, answers):
-            for i, result in zip(chunk, to_host(answers)):
+            tensors, done = answers
+            if done is not None:
+                done.synchronize()  # this batch's copies, not the work queued after them
+            for i, result in zip(chunk, to_host(*tensors)):
                 results[i] = result
 
         for chunk in tqdm(chunks, desc="pricing", disable=len(chunks) < 2):
-            answers = on_device(*self._expand([rows[i] for i in chunk]))
+            answers = _queued_to_host(on_device(*self._expand([rows[i] for i in chunk])))
             if queued:
                 read(*queued)
             queued = chunk, answers
@@ -344,8 +352,10 @@ class PricePredictor:
         if not prune:
             return children.sort(-1, descending=True)
         probs, n = children.softmax(-1).sort(-1, descending=True).values, children.shape[1]
-        need = ((probs.cumsum(-1) < self.coverage).sum(-1) + 1).clamp(max=min(self.top_k or n, n))
-        lp, pick = children.topk(int(need.max()), dim=1)
+        cap = min(self.top_k or n, n)
+        need = ((probs.cumsum(-1) < self.coverage).sum(-1) + 1).clamp(max=cap)
+        # the first digit's few children all go on, the pruned ones masked: reading the width would wait for the GPU
+        lp, pick = children.topk(cap if n <= KEEP_UNREAD else int(need.max()), dim=1)
         return lp.masked_fill(torch.arange(lp.shape[1], device=lp.device) >= need[:, None], -math.inf), pick
 
     def _prompt_forward(self, rows):
@@ -363,9 +373,19 @@ class PricePredictor:
         last = torch.tensor([b * L + len(row) - 1 for b, row in enumerate(rows)])
         ids, mask, last = (t.pin_memory().to(device, non_blocking=True) if pinned else t.to(device)
                            for t in (ids, mask, last))
+        cache = roomy_cache(self._tree_tokens()) if self.steps > 1 and _full_attention_only(self.model) else None
         with hidden_states_at(self.model, last, (B, 1)), unpacked_rows():
-            out = self.model(input_ids=ids, use_cache=self.steps > 1, logits_to_keep=1)
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=self.steps > 1, logits_to_keep=1)
         return mask, out
+
+    def _tree_tokens(self) -> int:
+        """The most prefixes an item's tree appends to its cache: the first digit's children, then at most
+        top_k (and ten per parent) at each later depth that needs a forward."""
+        width = total = min(self.top_k or len(self.numbers.ids), len(self.numbers.ids))
+        for _ in range(self.steps - 2):
+            width = min(self.top_k or math.inf, width * len(self.numbers.ids))
+            total += width
+        return total
 
     @staticmethod
     def _tree_ancestors(ancestors, parent):
@@ -389,8 +409,28 @@ class PricePredictor:
 
 
 
+def _full_attention_only(model) -> bool:
+    """No sliding-window layers (Gemma's, Mistral's): the roomy cache's layers are all full-attention ones."""
+    config = model.config.get_text_config()
+    return set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"} and not getattr(
+        config, "sliding_window", None)
+
+
 def _tensor_to_list(tensor) -> list:
     return tensor.tolist()
+
+
+def _queued_to_host(tensors: tuple):
+    """Host copies of a batch's answers, queued behind the work that makes them, and the event that marks them
+    done (None off a GPU). `.tolist()` on a GPU tensor would wait for everything queued, the next batch too."""
+    import torch
+
+    if not tensors[0].is_cuda:
+        return tensors, None
+    host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done
 
 
 def _number_logp(logits, num_ids):

@@ -198,9 +198,9 @@ def test_lora_weights_stay_as_trl_leaves_them_in_bf16_and_train_fp32_under_torch
 
 
 def test_the_preflight_counts_fp32_lora_weights_wherever_they_train(monkeypatch):
-    """LoRA weights in fp32 cost 16 bytes a parameter (weight, gradient, two moments) and fp32 copies of their
-    inputs: in fp16, and in bf16 were they made fp32. plan_setup foresees bf16 LoRA weights in a bf16 run, where
-    bitsandbytes' AdamW stays (for lite and full alike)."""
+    """LoRA weights in fp32 cost 16 bytes a parameter (weight, gradient, two moments): in fp16, and in bf16 were
+    they made fp32. plan_setup foresees bf16 LoRA weights in a bf16 run, where bitsandbytes' AdamW stays (for lite
+    and full alike)."""
     import torch
 
     import pricer.models

@@ -247,6 +247,29 @@ def test_transformers_unpacked_rows_answers_as_the_check_would():
     assert masking.find_packed_sequence_indices is stock
 
 
+def test_transformers_roomy_cache_writes_in_place_and_answers_as_dynamic_cache():
+    """Each update returns what DynamicCache's would; within the room the layer's keys are views of one reserve
+    (no copy of the cache), past it the layer grows by copying as DynamicLayer does. The model builds the cache's
+    layers from `layer_class_to_replicate`, which the roomy cache sets."""
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    from pricer.patches.transformers import roomy_cache
+
+    assert DynamicCache().layer_class_to_replicate is DynamicLayer
+    roomy, stock = roomy_cache(3), DynamicCache()
+    torch.manual_seed(0)
+    for length in (5, 2, 1, 2):  # the prompt, two updates inside the room of 3, then one past it
+        keys, values = torch.randn(2, 4, length, 8), torch.randn(2, 4, length, 6)
+        got, want = roomy.update(keys, values, 0), stock.update(keys, values, 0)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        layer = roomy.layers[0]
+        inside = layer.keys.shape[-2] <= 8
+        assert (layer.keys.data_ptr() == layer.reserve[0].data_ptr()) == inside
+        assert (layer.values.data_ptr() == layer.reserve[1].data_ptr()) == inside
+    assert roomy.get_seq_length() == stock.get_seq_length() == 10
+
+
 def test_transformers_train_sampler_hook():
     """Trainer builds its training DataLoader from `_get_train_sampler(train_dataset)`, which we override."""
     from transformers import Trainer

@@ -223,7 +223,8 @@ def test_a_batch_is_queued_unmasked_and_only_a_pruned_trees_width_is_read_before
                                                                                              digit_tokenizer):
     """The prompts reach the model right-padded without an attention mask (causal attention keeps the padding out
     of view), and queuing a batch reads nothing back from the device (on a GPU each read waits for all queued
-    work) but, for a digit tree, the width of each pruned depth."""
+    work) but, for a digit tree, the width of each pruned depth past the first (the first digit's ten children all
+    go on, the pruned ones masked)."""
     for tokenizer, depths in ((llama_tokenizer, 0), (digit_tokenizer, 2)):
         model = tiny_llama(tokenizer, number_tokens(tokenizer).ids)
         predictor = PricePredictor(model, tokenizer, batch_size=8, max_digits=3)
@@ -231,8 +232,45 @@ def test_a_batch_is_queued_unmasked_and_only_a_pruned_trees_width_is_read_before
         model.model.register_forward_pre_hook(lambda m, args, kwargs: masks.append(kwargs.get("attention_mask")),
                                               with_kwargs=True)
         rows = [tokenizer(prompt_of(p))["input_ids"] for p in PROMPTS]
-        assert device_reads(lambda: predictor._expand(rows)) == ["item"] * depths
+        assert device_reads(lambda: predictor._expand(rows)) == ["item"] * max(depths - 1, 0)
         assert masks[0] is None and all(m.dim() == 4 for m in masks[1:]) and len(masks) == depths + 1
+
+
+def test_the_digit_tree_writes_its_prefixes_into_the_cache_without_copying_it(digit_tokenizer, monkeypatch):
+    """Each depth's prefixes go into room the prompt's cache reserved: no cache is grown by concatenation
+    (DynamicCache copies every layer's keys and values at each depth), and the answers are a grown cache's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import pricer.predict as predict_module
+
+    model = tiny_llama(digit_tokenizer, number_tokens(digit_tokenizer).ids)
+    predictor = PricePredictor(model, digit_tokenizer, batch_size=8, max_digits=3)
+    rows = [digit_tokenizer(prompt_of(p))["input_ids"] for p in PROMPTS]
+
+    def expand_counting_cache_growth():
+        grown = []
+
+        class CacheGrowth(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                dim = args[1] if len(args) > 1 else (kwargs or {}).get("dim", 0)
+                if func.__name__.startswith("cat") and args[0][0].dim() == 4 and dim in (2, -2):
+                    grown.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        with CacheGrowth():
+            answers = predictor._expand(rows)
+        return answers, len(grown)
+
+    roomy, copies = expand_counting_cache_growth()
+    assert copies == 0
+    monkeypatch.setattr(predict_module, "roomy_cache", lambda room: None)  # the model's own DynamicCache
+    grown, copies = expand_counting_cache_growth()
+    assert copies == 2 * 2 * model.config.num_hidden_layers  # keys and values of each layer, at two depths
+    for a, b in zip(roomy, grown):
+        assert torch.allclose(a.double(), b.double(), atol=1e-6)
+    monkeypatch.undo()
+    model.config.sliding_window = 4096  # a sliding-window model (Mistral's config) keeps the cache it makes itself
+    assert expand_counting_cache_growth()[1] == 2 * 2 * model.config.num_hidden_layers
 
 
 # ----- batching on the real embedded model -----

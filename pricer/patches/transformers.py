@@ -18,6 +18,9 @@
 - `hidden_states_at(model, positions, shape)`: not a patch (a forward hook, public API): while inside, the
   model's decoder hands its head only the final hidden states at `positions`, indices found on the CPU. A
   boolean mask would find them on the GPU, and reading its count is a wait for everything queued.
+- `roomy_cache(room)`: not a patch (a DynamicCache of public cache layers, `DynamicLayer` subclassed as the
+  cache docs invite): each layer keeps room for `room` more tokens after its first update, so the digit tree's
+  later forwards write their few tokens into that room instead of copying the whole cache to grow it.
 """
 
 import contextlib
@@ -183,3 +186,45 @@ def _rebound(function, name: str, value):
                               function.__defaults__, function.__closure__)
     copy.__kwdefaults__, copy.__qualname__ = function.__kwdefaults__, function.__qualname__
     return copy
+
+
+ROOM_LIMIT = 256  # tokens per row a roomy cache reserves at most; past them it grows by copying, as DynamicLayer does
+
+
+def roomy_cache(room: int):
+    """A DynamicCache whose layers reserve `room` more tokens (at most ROOM_LIMIT) at their first update:
+    later updates write into the reserve, returning views of it, where DynamicLayer copies the whole cache
+    (torch.cat) at every update. An update past the reserve grows by copying, as DynamicLayer does."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = functools.partial(_roomy_layer(), min(room, ROOM_LIMIT))
+    return cache
+
+
+@functools.cache
+def _roomy_layer():
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        def __init__(self, room: int):
+            super().__init__()
+            self.room = room
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.reserve = tuple(t.new_empty((*t.shape[:-2], t.shape[-2] + self.room, t.shape[-1]))
+                                     for t in (key_states, value_states))
+                held = 0
+            else:
+                held = self.keys.shape[-2]
+                if held + key_states.shape[-2] > self.reserve[0].shape[-2]:
+                    return super().update(key_states, value_states, *args, **kwargs)
+            end = held + key_states.shape[-2]
+            for buffer, new in zip(self.reserve, (key_states, value_states)):
+                buffer[..., held:end, :] = new
+            self.keys, self.values = (buffer[..., :end, :] for buffer in self.reserve)
+            return self.keys, self.values
+
+    return RoomyLayer
