@@ -408,7 +408,6 @@ class PricePredictor:
             ~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
-
 def _full_attention_only(model) -> bool:
     """No sliding-window layers (Gemma's, Mistral's): the roomy cache's layers are all full-attention ones."""
     config = model.config.get_text_config()
