@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from pricer.models import torch_dtype  # noqa: E402
+
 ON = {"timing": False}
 HOST = collections.defaultdict(float)
 CALLS = collections.Counter()
@@ -130,7 +132,7 @@ def train_diag(report, out, precision="bf16"):
         folder = Path(tmp) / "model"
         tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
-        model = tt.load_4bit(folder, {"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+        model = tt.load_4bit(folder, torch_dtype(precision))
         total = 47
         trainer, setup = tt.our_trainer(model, tokenizer, rows, precision, total, Path(tmp) / "run", 14.0, None)
         for name in ("get_batch_samples", "training_step", "compute_loss", "_clip_grad_norm",
@@ -302,12 +304,12 @@ def census(precisions, out):
         tokenizer = tt.save_random_model(tt.LLAMA_3B, folder, tt.llama_tokenizer_dir())
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
         for precision in precisions:
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
             try:
-                model = tt.load_4bit(folder, dtype)
+                model = tt.load_4bit(folder, torch_dtype(precision))
                 trainer, _ = tt.our_trainer(model, tokenizer, rows, precision, 16, Path(tmp) / precision, 40.0, None)
                 trainer.train()
-                batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+                batch = {k: v.to(trainer.args.device) if isinstance(v, torch.Tensor) else v
+                         for k, v in next(iter(trainer.get_train_dataloader())).items()}
                 kept = collections.Counter()
                 count = collections.Counter()
 

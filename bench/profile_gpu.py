@@ -88,10 +88,11 @@ def train_profile(args, out_dir: Path) -> dict:
     from transformers import TrainerCallback
 
     import train_throughput as tt
+    from pricer.models import torch_dtype
 
     on_gpu = torch.cuda.is_available() and not args.smoke
     precision = "bf16" if on_gpu else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    dtype = torch_dtype(precision)
     warmup, steps = (6, args.train_steps) if on_gpu else (1, 2)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"

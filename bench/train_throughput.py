@@ -231,7 +231,9 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
 
     import torch
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    from pricer.models import torch_dtype
+
+    dtype = torch_dtype(precision)
     steps = args.warmup + args.steps
     print(f"--- {name} ({precision})", flush=True)
     model = trainer = None

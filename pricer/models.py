@@ -59,9 +59,14 @@ def precision() -> str:
 
 def compute_dtype():
     """The torch dtype of `precision()`."""
+    return torch_dtype(precision())
+
+
+def torch_dtype(name: str):
+    """The torch dtype a precision's name stands for: "bf16", "fp16" or "fp32"."""
     import torch
 
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision()]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
 @functools.cache
