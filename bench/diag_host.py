@@ -2,7 +2,7 @@
 
     python bench/diag_host.py --out $OUT/diag_host.json                 # GPU, ~2 min: both parts
     python bench/diag_host.py --only train --out $OUT/diag_host.json
-    python bench/diag_host.py --only train --precision fp16 --out $OUT/diag_fp16.json
+    python bench/diag_host.py --only train --precision fp16 --out $OUT/diag_fp16.json   # --padded: not packed
     python bench/diag_host.py --budgets bf16:0.9,fp16:0.8 --out $OUT/budgets.json   # activation budgets
     python bench/diag_host.py --census bf16,fp16 --out $OUT/census.json             # what compiled layers save
 
@@ -122,7 +122,7 @@ def gaps(prof) -> dict:
                                                       or "Synchronize" in e.name)).most_common(10))}
 
 
-def train_diag(report, out, precision="bf16"):
+def train_diag(report, out, precision="bf16", padded=False):
     from transformers import TrainerCallback
 
     import train_throughput as tt
@@ -134,7 +134,8 @@ def train_diag(report, out, precision="bf16"):
         rows = tt.make_rows(32 * 15, tokenizer.vocab_size, tokenizer.eos_token_id)
         model = tt.load_4bit(folder, torch_dtype(precision))
         total = 47
-        trainer, setup = tt.our_trainer(model, tokenizer, rows, precision, total, Path(tmp) / "run", 14.0, None)
+        trainer, setup = tt.our_trainer(model, tokenizer, rows, precision, total, Path(tmp) / "run", 14.0, None,
+                                        padded=padded)
         for name in ("get_batch_samples", "training_step", "compute_loss", "_clip_grad_norm",
                      "_maybe_log_save_evaluate", "floating_point_ops"):
             setattr(trainer, name, phase(name, getattr(trainer, name)))
@@ -220,6 +221,7 @@ def train_diag(report, out, precision="bf16"):
         (out.parent / f"diag_train_{precision}_cpu_table.txt").write_text(prof.key_averages().table(
             sort_by="self_cpu_time_total", row_limit=50, max_name_column_width=100))
         res["plan"] = str(setup.plan)
+        res["packed_tokens"] = getattr(trainer.data_collator, "pack", 0)
         res["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)  # the first training in this process
         report["train"] = res
         print(json.dumps(res, indent=1), flush=True)
@@ -342,6 +344,7 @@ def main():
     p.add_argument("--out", type=Path, default=Path("/tmp/diag_host.json"))
     p.add_argument("--only", choices=("train", "eval"))
     p.add_argument("--precision", choices=("bf16", "fp16"), default="bf16", help="the training part's")
+    p.add_argument("--padded", action="store_true", help="the training part's batches padded, not packed")
     p.add_argument("--budgets", help="precision:budget,... (e.g. bf16:0.9,fp16:0.8): time ours at each instead")
     p.add_argument("--census", help="precision,... (e.g. bf16,fp16): what the compiled layers keep, instead")
     args = p.parse_args()
@@ -353,7 +356,7 @@ def main():
     for part, fn in (("train", train_diag), ("eval", eval_diag)):
         if args.only in (None, part):
             try:
-                fn(report, args.out, *([args.precision] if part == "train" else []))
+                fn(report, args.out, *([args.precision, args.padded] if part == "train" else []))
             except Exception:
                 traceback.print_exc()
                 report[part + "_error"] = traceback.format_exc()[-2000:]

@@ -212,10 +212,18 @@ def gpu(args) -> dict:
     print(f"ours digit tree, batch {digits.batch_size}   {digit_rate:8.2f} items/s  peak {digit_peak:.2f} GB")
     grown_rate = grown_cache_rate(model, digit_tok, digit_rows)
     print(f"ours digit tree, its cache grown by copying at each depth (as before) {grown_rate:8.2f} items/s")
+    chunked = PricePredictor(model, digit_tok)
+    chunked._logp = None  # log-probabilities a few rows at a time in fp32, not in one compiled kernel
+    chunked_rate = timed(tester_style(chunked), digit_rows, warmup=digit_rows)
+    print(f"ours digit tree, log-probabilities 8 rows at a time (as before) {chunked_rate:8.2f} items/s")
+    repeated_rate = stock_attention_rate(model, digit_tok, digit_rows)
+    print(f"ours digit tree, transformers' SDPA (keys repeated per head, as before) {repeated_rate:8.2f} items/s")
     return summary(result, preset, {"digit_tree_items_per_s": digit_rate, "digit_tree_peak_gb": digit_peak,
                                     "digit_tree_batch_size": digits.batch_size,
                                     "digit_tree_eager_kernels_items_per_s": eager_tree_rate,
                                     "digit_tree_grown_cache_items_per_s": grown_rate,
+                                    "digit_tree_chunked_logp_items_per_s": chunked_rate,
+                                    "digit_tree_repeated_heads_items_per_s": repeated_rate,
                                     "first_pass_s": WARMUP, "tokenize_s": tokenize_s,
                                     "model": "Llama-3.2-3B config, random weights, 4-bit NF4 double quant",
                                     "footprint_gb": model.get_memory_footprint() / 1e9})
@@ -231,6 +239,22 @@ def grown_cache_rate(model, tokenizer, rows) -> float:
         return timed(tester_style(PricePredictor(model, tokenizer)), rows, warmup=rows)
     finally:
         predict.roomy_cache = roomy
+
+
+def stock_attention_rate(model, tokenizer, rows) -> float:
+    """Ablation: the digit tree attending through transformers' own SDPA, which repeats the cache's keys and
+    values for each query head under the tree's mask (before pricer.patches.transformers.use_our_attention)."""
+    import pricer.predict as predict
+    from pricer.predict import PricePredictor
+
+    ours, predict.use_our_attention = predict.use_our_attention, lambda model: False
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    try:
+        return timed(tester_style(PricePredictor(model, tokenizer)), rows, warmup=rows)
+    finally:
+        predict.use_our_attention = ours
+        model.set_attn_implementation(implementation)
 
 
 def summary(result, preset, extra) -> dict:

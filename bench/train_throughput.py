@@ -47,7 +47,7 @@ UNSLOTH = "unsloth_padded_nockpt_bf16,unsloth_padded_nockpt_fp16,unsloth_auto_bf
           "unsloth_padded_bf16,unsloth_padded_fp16"
 T4_GB = 14.0  # what a configuration's peak must stay under to count as fitting a T4
 CONFIG = re.compile(r"(course_(bf16|fp16|fp32)|course_fp16_fixed)(_grouped)?"  # --configs names
-                    r"|ours_(bf16|fp16|fp32)(_bnbadam|_grouped)?")
+                    r"|ours_(bf16|fp16|fp32)(_bnbadam|_grouped|_padded)?")
 
 
 def make_rows(n: int, top: int, eos: int = EOS, seed: int = 0) -> list[dict]:
@@ -156,10 +156,11 @@ def course_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path
 
 
 def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, budget_gb: float,
-                micro_batch: int | None, grouped: bool = False, bnb_adam: bool = False):
+                micro_batch: int | None, grouped: bool = False, bnb_adam: bool = False, padded: bool = False):
     """pricer.train's trainer with the plan it would make for a `budget_gb` device. Ablations: `grouped`,
     length-grouped batches on layers compiled for dynamic lengths without CUDA graphs (what a CPU run groups);
-    `bnb_adam`, bitsandbytes' AdamW minus its waits where pricer runs torch's fused one (fp16)."""
+    `bnb_adam`, bitsandbytes' AdamW minus its waits where pricer runs torch's fused one (fp16); `padded`, batches
+    padded as before pricer packed their rows (pricer.speed.pack_rows)."""
     from pricer.config import get_preset
     from pricer.memory import ModelShape
     from pricer.speed import optimizer_without_syncs
@@ -173,6 +174,8 @@ def our_trainer(model, tokenizer, rows, precision: str, steps: int, out: Path, b
     trainer = build_trainer(model, tokenizer, rows, preset, setup, out, Options(max_steps=steps))
     if bnb_adam:
         trainer.optimizer_cls_and_kwargs = optimizer_without_syncs(trainer.args)
+    if padded:
+        trainer.data_collator.pack = 0
     return trainer, applied_setup(trainer)
 
 
@@ -189,6 +192,11 @@ def measure(trainer, warmup: int, real_tokens=None) -> dict:
 
     marks = {}
 
+    def compiles():  # graphs dynamo has compiled in this process (private counter: the bench only)
+        from torch._dynamo.utils import counters
+
+        return counters["stats"]["unique_graphs"]
+
     def now():
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -200,11 +208,11 @@ def measure(trainer, warmup: int, real_tokens=None) -> dict:
 
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
-                marks["start"] = now()
+                marks["start"], marks["graphs"] = now(), compiles()
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == state.max_steps:
-                marks["end"] = now()
+                marks["end"], marks["graphs"] = now(), compiles() - marks["graphs"]
             elif state.global_step > warmup:  # the timed steps log once, at the end of the window: a log
                 control.should_log = False  # reads the loss from the GPU, and a real run logs every ~2% of steps
 
@@ -221,6 +229,7 @@ def measure(trainer, warmup: int, real_tokens=None) -> dict:
     peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
     return {"s_per_step": round(seconds / steps, 4), "tok_per_s": round(timed / seconds, 1) if timed else None,
             "peak_gb": round(peak, 2) if peak else None, "warmup_s": round(marks["start"] - marks["begin"], 2),
+            "compiles_in_window": marks["graphs"],
             "losses": [round(h["loss"], 4) for h in logs],
             "grad_norms": [round(h["grad_norm"], 4) for h in logs if h.get("grad_norm") is not None]}
 
@@ -245,10 +254,11 @@ def run_one(name: str, folder: Path, tokenizer, rows, precision: str, args, tmp:
         else:
             trainer, setup = our_trainer(model, tokenizer, rows, precision, steps, tmp / name,
                                          args.budget_gb, args.micro_batch, grouped=name.endswith("_grouped"),
-                                         bnb_adam=name.endswith("_bnbadam"))
+                                         bnb_adam=name.endswith("_bnbadam"), padded=name.endswith("_padded"))
             plan = {"micro_batch": setup.plan.micro_batch, "accumulation": setup.plan.accumulation,
                     "checkpointing": setup.plan.checkpointing, "estimated_peak_gb": setup.plan.peak_gb,
-                    "grouped": setup.grouped, "compiled": setup.compiled}
+                    "grouped": setup.grouped, "compiled": setup.compiled,
+                    "packed_tokens": getattr(trainer.data_collator, "pack", 0)}
         result = {"precision": precision, **measure(trainer, args.warmup)}
         if plan:
             result["plan"] = plan

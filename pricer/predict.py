@@ -44,7 +44,9 @@ from dataclasses import dataclass
 
 from pricer.errors import PricerError
 from pricer.prompts import PREFIX, prompt_of
-from pricer.patches.transformers import fuse_kernels, hidden_states_at, roomy_cache, unpacked_rows
+from pricer.patches.torch import compiled
+from pricer.patches.transformers import (fuse_kernels, hidden_states_at, roomy_cache, unpacked_rows,
+                                         use_our_attention)
 
 STATS = ("mean", "median")
 CHUNK_BATCHES = 8  # on a GPU the Tester hands over this many batches at once: sorted over all, little padding
@@ -254,6 +256,9 @@ class PricePredictor:
         on_gpu = model.device.type == "cuda"
         self.chunk_size = self.batch_size * (CHUNK_BATCHES if on_gpu else 1)  # what the Tester hands over at once
         self.fused = (on_gpu if fused is None else fused) and fuse_kernels(model)
+        self._logp = compiled(_log_softmax_at, dynamic=None) if self.fused else None  # any batch and tree width
+        if self.fused and self.steps > 1:  # the tree's masked attention without a copy of the cache per head
+            use_our_attention(model)
         self._constants = {}  # device -> the number tokens' ids and values there (_on_device)
         self.__name__ = name or f"{'expected' if stat == 'mean' else 'median'}_price"
         self.cache_key = (f"PricePredictor:{self.numbers.kind}:{stat}:cover{coverage}:top{top_k}:"
@@ -306,7 +311,7 @@ class PricePredictor:
         num_ids, values = self._on_device(device)
         with torch.inference_mode(), _eval_mode(model):
             mask, out = self._prompt_forward(rows)
-            logp = _number_logp(out.logits, num_ids)  # [B, live=1, T]
+            logp = _number_logp(out.logits, num_ids, self._logp)  # [B, live=1, T]
             number_mass = logp[:, 0].logsumexp(-1).exp()
             B, lengths = len(rows), mask.sum(1)
             live_lp = torch.zeros((B, 1), device=device)
@@ -329,7 +334,7 @@ class PricePredictor:
                 out = model(input_ids=num_ids[token], attention_mask=self._tree_mask(mask, ancestors),
                             position_ids=(lengths + step - 1).unsqueeze(1).expand_as(token),
                             past_key_values=out.past_key_values, use_cache=True)
-                logp = _number_logp(out.logits, num_ids)  # [B, live, T]
+                logp = _number_logp(out.logits, num_ids, self._logp)  # [B, live, T]
                 more = logp.logsumexp(-1).clamp(max=0)  # log P(another digit | prefix)
                 leaf_values.append(live_value)
                 leaf_lps.append(live_lp + torch.log(-torch.expm1(more)))  # the number ends after the prefix
@@ -432,12 +437,19 @@ def _queued_to_host(tensors: tuple):
     return host, done
 
 
-def _number_logp(logits, num_ids):
-    """log P(each number token), normalised over the whole vocabulary in fp32 a few rows at a time:
-    a float copy of all the tree's logits would be ~6 GB at batch 128 with a 128k vocabulary."""
+def _number_logp(logits, num_ids, fused=None):
+    """log P(each number token), normalised over the whole vocabulary in fp32: with `fused` (_log_softmax_at
+    compiled), one kernel that reads the logits once, no fp32 copy; else a few rows at a time, since a float copy
+    of all the tree's logits would be ~6 GB at batch 128 with a 128k vocabulary."""
     import torch
 
+    if fused is not None:
+        return fused(logits, num_ids)
     return torch.cat([rows.float().log_softmax(-1)[..., num_ids] for rows in logits.split(8)])
+
+
+def _log_softmax_at(logits, ids):
+    return logits[..., ids].float() - logits.float().logsumexp(-1, keepdim=True)
 
 
 def _summarise(values, lps, stat: str):

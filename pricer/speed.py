@@ -11,6 +11,8 @@
   where the configured bitsandbytes 32-bit AdamW would page nothing and LoRA weights are fp32 anyway (fp16,
   CPU); else `optimizer_without_syncs`: the configured optimizer, minus bitsandbytes' wait for the GPU after
   each tensor;
+- `pack_rows`: where layers are graphed, each batch's rows packed one after another without their padding, and
+  attended row by row (`pricer.patches.transformers.use_our_attention`): the matmuls skip the padding (GPU);
 - `lazy_metrics_trainer`: TRL's metrics read once per log, not after every micro-batch's forward;
   `positions_found_on_cpu`: the loss's positions found by the CPU as it collates, and right-padded batches
   attended causally without their mask (no wait for the GPU in the step).
@@ -25,14 +27,15 @@ import weakref
 
 from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
 from pricer.patches.torch import PAD_MULTIPLE, compile_failed, compiled, compiler_works, runs_eagerly
-from pricer.patches.transformers import fuse_kernels, with_train_sampler
-from pricer.patches.trl import lazy_metrics_trainer, positions_found_on_cpu, score_completions_only
+from pricer.patches.transformers import use_our_attention, fuse_kernels, with_train_sampler
+from pricer.patches.trl import ScoredPositions, lazy_metrics_trainer, positions_found_on_cpu, score_completions_only
 
 __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_failed", "compile_layers", "decoder_layers",
            "eager_layers", "fuse_kernels", "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer",
-           "optimizer_for_lora", "optimizer_without_syncs", "positions_found_on_cpu", "score_completions_only",
+           "optimizer_for_lora", "optimizer_without_syncs", "pack_rows", "positions_found_on_cpu", "score_completions_only",
            "torch_adamw_replaces"]
 
+PACK_ROUND = 128  # a packed batch's size (tokens) is rounded up to this
 _compiled = weakref.WeakKeyDictionary()  # model compile_layers compiled -> (its layers' own forwards, hook handles)
 _graphed = False  # True once layers were compiled for CUDA graphs here: their pools live as long as the process
 
@@ -110,6 +113,33 @@ def _own_gradients(model) -> list:
     gradients before the next replay, and the copies (one per LoRA tensor) are skipped. Returns the hooks' handles."""
     return [param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", p.grad.clone()))
             for param in model.parameters() if param.requires_grad]
+
+
+def pack_rows(trainer) -> bool:
+    """Train on packed batches: each batch's real tokens one after another in a row of `packed_size` tokens, so
+    the matmuls skip most of the ~20% of a padded batch that is padding, while attention still sees each row on
+    its own. Needs the collator positions_found_on_cpu gives (it packs) and a model use_our_attention can serve;
+    False, batches padded as before, otherwise. Same math: the loss's tokens, positions and attention are a
+    padded batch's (tests/test_patches.py)."""
+    collator = trainer.data_collator
+    if not isinstance(collator, ScoredPositions) or not use_our_attention(trainer.model):
+        return False
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    collator.pack = packed_size(lengths, trainer.args.per_device_train_batch_size, trainer.args.seed)
+    return True
+
+
+def packed_size(lengths: list[int], batch_size: int, seed: int = 0, draws: int = 1000) -> int:
+    """Tokens a packed batch holds: the most that `draws` random batches of these row lengths carried, rounded up
+    to PACK_ROUND, at most the longest rows' sum. One size serves (nearly) every batch, so compiled layers replay
+    one CUDA graph; a batch with more tokens is packed into its padded size instead (a second shape, compiled
+    once if it ever comes). Fixed sizes, not a size per batch: switching graphs every step cost an H200 what
+    less padding saved (bench/README.md)."""
+    import random
+
+    rng, size = random.Random(seed), min(batch_size, len(lengths))
+    most = max(sum(rng.sample(lengths, size)) for _ in range(draws))
+    return min(-(-most // PACK_ROUND) * PACK_ROUND, sum(sorted(lengths)[-size:]))
 
 
 class LengthGroupedBatches:

@@ -14,8 +14,9 @@ run step by step from the pieces below (`lora_config`, `sft_config`, then the co
 - bf16 where the GPU has it, else fp16 with the LoRA weights kept in fp32 (a T4), fp32 on CPU;
 - a memory preflight that refuses, naming what fits, instead of running out of memory;
 - the effective batch split into the largest micro-batch that fits, gradient checkpointing only
-  when nothing fits without it; on a GPU each decoder layer compiled and replayed as a CUDA graph
-  (batch lengths rounded up to 16), on a CPU batches grouped by length (little padding); where
+  when nothing fits without it; on a GPU each decoder layer compiled and replayed as a CUDA graph,
+  each batch's rows packed one after another (no padding in the matmuls), on a CPU batches grouped
+  by length (little padding); where
   compiling or graph capture fails mid-run (an older GPU), the layers run eagerly from that
   micro-batch on, said in one line, and the run records compiled=False;
 - no needless waits for the GPU: metrics read once per log; where paged AdamW would page nothing (lite)
@@ -42,7 +43,7 @@ from pricer.patches.transformers import use_one_gpu
 from pricer.patches.bitsandbytes import check_fresh, keep_weights_packed_for_training  # noqa: F401
 from pricer.runs import Run, finish_run, open_run
 from pricer.speed import (PAD_MULTIPLE, compile_failed, compile_layers, eager_layers, graphs_used, grouped_trainer,
-                          is_compiled, lazy_metrics_trainer, optimizer_for_lora, positions_found_on_cpu,
+                          is_compiled, lazy_metrics_trainer, optimizer_for_lora, pack_rows, positions_found_on_cpu,
                           score_completions_only, torch_adamw_replaces)
 
 SAVE_LIMIT = 3  # checkpoints kept: enough to step back over a damaged one
@@ -220,7 +221,8 @@ def sft_config(preset, setup: Setup, run_dir: Path, steps: int, options: Options
 
 
 def device_settings(setup: Setup) -> dict:
-    """What pricer adds to the course's SFTConfig: CPU use, padding for compiled shapes, no per-step waits."""
+    """What pricer adds to the course's SFTConfig: CPU use, padding for compiled shapes, no per-step waits, and on a
+    GPU batches collated in a worker process while the step runs."""
     import torch
 
     return dict(
@@ -229,6 +231,9 @@ def device_settings(setup: Setup) -> dict:
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN; checking cost a GPU wait per micro-batch
         # batches reach the GPU from pinned memory without a wait for the work queued before them
         accelerator_config={"non_blocking": True} if torch.cuda.is_available() else None,
+        # a GPU step is as short as Python's part of it: collating (and packing) in a worker takes it off that path
+        dataloader_num_workers=1 if torch.cuda.is_available() else 0,
+        dataloader_persistent_workers=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,  # LoRA on a frozen base: DDP needn't search the graph
     )
 
@@ -318,6 +323,8 @@ def speed_up(trainer, setup: Setup, resuming: bool = False) -> Setup:
     """After building the trainer: LoRA weights in fp32 for fp16, and compiled (graphed) decoder layers on a GPU."""
     settle_trainable_dtype(trainer.model, setup.precision)
     graphs = graphs_are_safe(setup, resuming) and not setup.grouped  # grouped lengths: compiled, not graphed
+    if setup.compiled and graphs:  # the padding a graphed layer's fixed shapes need: none of it reaches the matmuls
+        pack_rows(trainer)
     if setup.compiled and not compile_layers(trainer.model, graphs, accumulating=setup.plan.accumulation > 1):
         setup = replace(setup, compiled=False)
     if setup.compiled:  # validation runs the layers eagerly: a no-grad pass must not replay training's CUDA graphs

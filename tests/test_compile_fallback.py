@@ -158,9 +158,9 @@ def test_fused_kernels_that_fail_to_compile_price_as_the_unfused_predictor(llama
     fused = PricePredictor(model, llama_tokenizer, batch_size=8, fused=True)
     assert fused.predict_batch(PROMPTS) == pytest.approx(expected, rel=1e-4)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(attempts) == 3  # RMSNorm, SwiGLU and rotary: each said once, each tried once
+    assert len(lines) == len(attempts) == 4  # RMSNorm, SwiGLU, rotary, number log-probs: each said once, tried once
     assert all("running it eagerly" in line for line in lines)
-    assert fused.predict_batch(PROMPTS) == pytest.approx(expected, rel=1e-4) and len(attempts) == 3
+    assert fused.predict_batch(PROMPTS) == pytest.approx(expected, rel=1e-4) and len(attempts) == 4
 
 
 # ----- training -----

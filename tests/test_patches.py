@@ -151,6 +151,65 @@ def test_trl_loss_at_positions_found_on_cpu_is_trls_loss_with_nothing_read_back(
         torch.testing.assert_close(grad, stock_grads[name], rtol=1e-4, atol=1e-7, msg=name)
 
 
+def test_packed_rows_train_as_the_padded_batch_with_nothing_read_back(tiny_model, tmp_path):
+    """pack_rows: the collator packs each causal batch's real tokens into one row and the model attends to them
+    row by row (pricer_sdpa): the loss and every LoRA gradient are the padded batch's, the decoder sees the packed
+    row, and neither forward nor backward reads the device. A batch too long for the packed size keeps its own."""
+    import torch
+
+    from pricer.patches.transformers import LAYOUT, OURS
+    from pricer.patches.trl import PACKED, POSITIONS
+    from pricer.speed import pack_rows
+
+    trainer, padded = build(tiny_model, tmp_path)
+    assert trainer.data_collator.pack == 0 and PACKED not in padded  # a CPU run: not graphed, so not packed
+    assert pack_rows(trainer) and trainer.model.config._attn_implementation == OURS
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(examples)
+    pack, real = batch[PACKED], int(batch["attention_mask"].sum())
+    assert pack["input_ids"].shape == (1, trainer.data_collator.pack) and real <= trainer.data_collator.pack
+    assert trainer.data_collator.pack < batch["input_ids"].numel()
+    assert pack["input_ids"][0, :real].tolist() == batch["input_ids"][batch["attention_mask"].bool()].tolist()
+    assert pack[LAYOUT].shape == batch["input_ids"].shape and len(pack[POSITIONS]) == len(batch[POSITIONS])
+    seen = []
+    trainer.model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape), with_kwargs=True)
+
+    def loss_and_grads(inputs):
+        trainer.model.zero_grad(set_to_none=True)
+        out = {}
+        reads = device_reads(lambda: out.setdefault("loss", trainer.compute_loss(trainer.model, dict(inputs)))
+                             .backward())
+        return out["loss"].item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                                    if p.requires_grad}, reads
+
+    for module in trainer.model.modules():  # no LoRA dropout: the two layouts would draw different masks
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for name, param in trainer.model.named_parameters():  # LoRA B starts at zero: give A's gradients a path
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    ours, our_grads, our_reads = loss_and_grads(batch)
+    stock, stock_grads, _ = loss_and_grads({k: v for k, v in batch.items() if k != PACKED})
+    assert seen == [pack["input_ids"].shape, batch["input_ids"].shape], seen
+    assert our_reads == [], our_reads
+    assert ours == pytest.approx(stock, rel=1e-5)
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, stock_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+    trainer.data_collator.pack = real - 1  # too small for this batch: it packs into its padded size
+    assert trainer.data_collator(examples)[PACKED]["input_ids"].shape == (1, batch["input_ids"].numel())
+
+
+def test_packed_size_holds_the_biggest_batch_seen_and_never_more_than_the_longest_rows():
+    from pricer.speed import PACK_ROUND, packed_size
+
+    lengths = [90 + i % 39 for i in range(600)]
+    size = packed_size(lengths, 32)
+    assert size % PACK_ROUND == 0 and 32 * sum(lengths) / len(lengths) < size < 32 * 128
+    assert packed_size([128] * 64, 32) == 32 * 128  # nothing to save: the padded size
+    assert packed_size([10, 20], 32) == 30  # fewer rows than a batch
+
+
 def test_trl_found_positions_mark_only_right_padded_batches_causal():
     """A batch whose padding comes first (or that carries its own positions) keeps its attention mask."""
     import torch
@@ -225,7 +284,93 @@ def test_trl_metrics_bookkeeping_is_what_lazy_metrics_replays():
     assert source_digest(SFTTrainer.log) == "aa94fde9ecf0"
 
 
+def test_lazy_metrics_clips_the_trainable_gradients_as_trainer_does_without_walking_the_model_again(
+        tiny_model, tmp_path, monkeypatch):
+    """The clip's norm and clipped gradients are Trainer's own; after the first step the model is not walked."""
+    import torch
+    from transformers import Trainer
+
+    trainer, _ = build(tiny_model, tmp_path)
+    model, trainer.args.max_grad_norm = trainer.model, 0.5
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    torch.manual_seed(0)
+    grads = [torch.randn_like(p) for p in trainable]
+
+    def clipped(clip):
+        for p, g in zip(trainable, grads):
+            p.grad = g.clone()
+        return clip(model), [p.grad.clone() for p in trainable]
+
+    theirs, their_grads = clipped(lambda m: Trainer._clip_grad_norm(trainer, m))
+    ours, our_grads = clipped(trainer._clip_grad_norm)
+    assert theirs > 0.5 and torch.equal(ours, theirs)  # it clipped, and to the same norm
+    for a, b in zip(our_grads, their_grads):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(type(model), "parameters", lambda *a, **k: pytest.fail("walked the model again"))
+    assert torch.equal(clipped(trainer._clip_grad_norm)[0], theirs)
+
 # ----- transformers -----
+
+def test_transformers_use_our_attention_serves_only_llamas_layers_and_answers_as_sdpa_otherwise():
+    """The canary: Llama's decoder layer and attention still pass a model's kwargs on (digests), a packed row attends
+    as its padded rows do, an unpacked batch as SDPA, and another family (Qwen2) keeps its attention."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.llama import modeling_llama
+
+    from pricer.patches.transformers import ATTENTION_FORWARD, LAYER_FORWARD, OURS, use_our_attention, unpacked_rows
+    from pricer.patches.trl import PACKED, POSITIONS, ScoredPositions
+
+    assert source_digest(modeling_llama.LlamaDecoderLayer.forward) == LAYER_FORWARD
+    assert source_digest(modeling_llama.LlamaAttention.forward) == ATTENTION_FORWARD
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=97)
+    torch.manual_seed(0)
+    model, stock = LlamaForCausalLM(LlamaConfig(**shape)), LlamaForCausalLM(LlamaConfig(**shape))
+    stock.load_state_dict(model.state_dict())
+    qwen = Qwen2ForCausalLM(Qwen2Config(**shape))
+    assert use_our_attention(model) and model.config._attn_implementation == OURS
+    assert not use_our_attention(qwen) and qwen.config._attn_implementation == "sdpa"
+    mask = torch.tensor([[1] * 5 + [0] * 7, [1] * 12, [1] * 3 + [0] * 9])
+    ids = torch.randint(1, 97, mask.shape) * mask
+    labels = torch.where(mask.bool(), ids, -100)
+    batch = ScoredPositions(lambda examples: {"input_ids": ids, "attention_mask": mask, "labels": labels},
+                            pack=24)([])
+    pack = batch[PACKED]
+    with unpacked_rows():
+        ours = model(**{k: v for k, v in pack.items() if k != POSITIONS}).logits[0, pack[POSITIONS]]
+    expected = stock(input_ids=ids).logits.flatten(0, 1)[batch[POSITIONS]]
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits,
+                               stock(input_ids=ids, attention_mask=mask).logits)
+    tree = torch.zeros(3, 1, 12, 12).masked_fill(torch.rand(3, 1, 12, 12) < 0.3, torch.finfo(torch.float32).min)
+    tree[..., 0] = 0  # a 4D mask as the digit tree's (any pattern; each query sees one key at least)
+    ours_repeats, stock_repeats = [], []
+    with patch_repeat_kv(ours_repeats):
+        ours = model(input_ids=ids, attention_mask=tree).logits
+    with patch_repeat_kv(stock_repeats):
+        expected = stock(input_ids=ids, attention_mask=tree).logits
+    torch.testing.assert_close(ours, expected)
+    assert ours_repeats == [] and stock_repeats == [True] * 4  # transformers copies keys and values in each layer
+
+
+@contextlib.contextmanager
+def patch_repeat_kv(calls):
+    """Record each call of transformers' repeat_kv in its SDPA path (True: it copied keys for grouped heads)."""
+    from transformers.integrations import sdpa_attention
+
+    stock = sdpa_attention.repeat_kv
+
+    def recorded(hidden_states, n_rep):
+        calls.append(n_rep > 1)
+        return stock(hidden_states, n_rep)
+
+    sdpa_attention.repeat_kv = recorded
+    try:
+        yield
+    finally:
+        sdpa_attention.repeat_kv = stock
+
 
 def test_transformers_unpacked_rows_answers_as_the_check_would():
     """transformers checks an unmasked batch for packed sequences through the module-level name we rebind; for

@@ -219,6 +219,16 @@ def test_digit_tokenizer_takes_one_forward_per_digit(digit_tokenizer):
     assert len(calls) == 3  # the prompt, then after the first and second digits; the third ends it
 
 
+def test_the_fused_digit_tree_prices_as_the_plain_one(digit_tokenizer):
+    """On a GPU each depth's log-probabilities come from one compiled kernel (_number_logp, fused): forced on CPU,
+    the same distributions as the few-rows-at-a-time fp32 path."""
+    model = tiny_llama(digit_tokenizer, number_tokens(digit_tokenizer).ids)
+    plain = PricePredictor(model, digit_tokenizer, batch_size=8, fused=False).distributions(PROMPTS)
+    fused = PricePredictor(model, digit_tokenizer, batch_size=8, fused=True).distributions(PROMPTS)
+    for a, b in zip(plain, fused):
+        assert a.prices == b.prices and a.probs == pytest.approx(b.probs, rel=1e-4, abs=1e-7)
+
+
 def test_a_batch_is_queued_unmasked_and_only_a_pruned_trees_width_is_read_before_its_answers(llama_tokenizer,
                                                                                              digit_tokenizer):
     """The prompts reach the model right-padded without an attention mask (causal attention keeps the padding out

@@ -83,6 +83,7 @@ class PatchStatus:
     one_gpu: bool  # transformers: one process seeing several GPUs trains on the first
     fused_kernels: bool  # transformers: fused RMSNorm, SwiGLU, rotary (evaluation)
     unpacked_rows: bool  # transformers: unmasked right-padded batches are not checked for packing (no GPU read)
+    our_attention: bool  # transformers: SDPA attending packed rows row by row, grouped heads unrepeated under a mask
     paged_waits_only: bool  # bitsandbytes: no GPU wait after updating an unpaged state
     compiler_settings: bool  # torch: recompile limit, activation budget, backward compiled with the forward
     cpu_repacking_guard: bool  # bitsandbytes: a 4-bit model repacked by CPU inference is refused for training
@@ -101,7 +102,8 @@ def fences() -> list[Fence]:
     from pricer.patches import bitsandbytes, torch, transformers, trl
 
     return [trl.COMPLETION_SCORING, trl.LAZY_METRICS, transformers.TRAIN_SAMPLER, transformers.ONE_GPU,
-            transformers.FUSED_KERNELS, transformers.UNPACKED_ROWS, bitsandbytes.PAGED_WAITS_ONLY,
+            transformers.FUSED_KERNELS, transformers.UNPACKED_ROWS, transformers.OUR_ATTENTION,
+            bitsandbytes.PAGED_WAITS_ONLY,
             torch.COMPILER_SETTINGS, bitsandbytes.CPU_REPACKING, bitsandbytes.NO_HUB_KERNEL, bitsandbytes.TORCH_ADAMW]
 
 

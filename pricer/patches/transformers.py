@@ -18,6 +18,14 @@
 - `hidden_states_at(model, positions, shape)`: not a patch (a forward hook, public API): while inside, the
   model's decoder hands its head only the final hidden states at `positions`, indices found on the CPU. A
   boolean mask would find them on the GPU, and reading its count is a wait for everything queued.
+- `use_our_attention(model)`: the model attends through OURS, an attention function registered with transformers'
+  public AttentionInterface: SDPA, with two shortcuts. A packed training batch (the rows' real tokens one after
+  another, the padding gone; kwargs LAYOUT and SLOTS say where each token sits in its row) is laid out row by row
+  for causal attention and gathered back, so every other matmul skips the padding. Under a mask (the digit
+  tree's), grouped query heads are folded into the query length, so the keys and values are not repeated per
+  head (transformers' `repeat_kv` copies the whole cache three times for Llama 3.2). Only for attention and
+  decoder layers whose forwards are, to the character, Llama's (they pass those kwargs on). Off: training
+  batches keep their padding, and the tree's attention repeats the cache.
 - `roomy_cache(room)`: not a patch (a DynamicCache of public cache layers, `DynamicLayer` subclassed as the
   cache docs invite): each layer keeps room for `room` more tokens after its first update, so the digit tree's
   later forwards write their few tokens into that room instead of copying the whole cache to grow it.
@@ -41,11 +49,18 @@ ONE_GPU = Fence("transformers.one_gpu", "transformers", TESTED,
                 "a process that sees several GPUs is refused (Trainer would use nn.DataParallel, which TRL refuses)")
 UNPACKED_ROWS = Fence("transformers.unpacked_rows", "transformers", TESTED,
                       "transformers checks each unmasked batch for packed sequences (a wait for the GPU)")
+OUR_ATTENTION = Fence("transformers.our_attention", "transformers", TESTED,
+                      "SDPA as transformers runs it: training batches keep their padding (the matmuls run on it "
+                      "too) and the digit tree repeats its cache per head (both slower on a GPU)")
 FUSED_KERNELS = Fence("transformers.fused_kernels", "transformers", TESTED,
                       "eager RMSNorm, SwiGLU and rotary embeddings (slower evaluation on a GPU)")
 # sha256 of the dedented source of the forwards the fused kernels replicate (LlamaRMSNorm, LlamaMLP, 5.23.0)
 RMS_NORM_FORWARD = "d676bfe9af0e"
 MLP_FORWARD = "b4e9c2637c7f"
+# ... and of the forwards that carry a model's kwargs down to its attention function (LlamaDecoderLayer, LlamaAttention)
+LAYER_FORWARD, ATTENTION_FORWARD = "461ed20abeb5", "c0fd8e0b732b"
+OURS = "pricer_sdpa"  # the attention implementation use_our_attention registers
+LAYOUT, SLOTS = "pricer_layout", "pricer_slots"  # the kwargs it reads: see _our_attention
 
 _fused = weakref.WeakKeyDictionary()  # models already fused (fusing twice would wrap twice)
 
@@ -155,6 +170,59 @@ def unpacked_rows():
 
 def _one_sequence_per_row(position_ids):
     return None
+
+
+def use_our_attention(model) -> bool:
+    """Make `model` attend through OURS (SDPA with packed rows and unrepeated grouped heads); False, the model
+    unchanged, when the fence is off, the model attends otherwise than with SDPA, or a layer is not Llama's."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if not OUR_ATTENTION.on or model.config._attn_implementation not in ("sdpa", OURS):
+        return False
+    layers = [module for module in model.modules() if hasattr(module, "self_attn")]
+    if not layers or any(_digest_of(type(layer)) != LAYER_FORWARD or _digest_of(type(layer.self_attn)) !=
+                         ATTENTION_FORWARD for layer in layers):
+        return False
+    AttentionInterface.register(OURS, _our_attention)
+    AttentionMaskInterface.register(OURS, sdpa_mask)  # unpacked batches get SDPA's masks, as before
+    model.set_attn_implementation(OURS)
+    return True
+
+
+def _our_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """SDPA. For a packed batch, [1, heads, tokens, dim] laid out as [rows, heads, length, dim] by LAYOUT
+    ([rows, length]: which packed token sits at each place; a place past a row's end holds any token, since
+    causal attention shows it only to places past the end too, whose outputs are dropped), attended causally
+    row by row, and each packed token's output gathered back from its place, SLOTS ([tokens]: flat index).
+    Under a mask shared by the heads, with grouped heads and several queries: each key/value head's group of
+    query heads as one longer query ([batch, kv heads, group x queries, dim], the mask repeated to match), so
+    SDPA's masked kernel reads the keys and values once instead of transformers' copy per query head."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layout, slots = kwargs.pop(LAYOUT, None), kwargs.pop(SLOTS, None)
+    batch, heads, queries, dim = query.shape
+    group = heads // key.shape[1]
+    if layout is not None:
+        rows, length = layout.shape
+
+        def laid_out(states):
+            return states[0][:, layout.flatten()].unflatten(1, (rows, length)).transpose(0, 1)
+
+        out = torch.nn.functional.scaled_dot_product_attention(
+            laid_out(query), laid_out(key), laid_out(value), dropout_p=dropout, scale=scaling, is_causal=True,
+            enable_gqa=group > 1)
+        return out.transpose(1, 2).flatten(0, 1)[slots].unsqueeze(0), None
+    if (attention_mask is None or attention_mask.ndim != 4 or attention_mask.shape[1] != 1 or group == 1
+            or queries == 1 or kwargs.get("position_bias") is not None):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    folded = query.reshape(batch, heads // group, group * queries, dim)
+    mask = attention_mask.repeat(1, 1, group, 1)  # row g x queries + q: query q's mask
+    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, dropout_p=dropout,
+                                                           scale=scaling)
+    return out.reshape(batch, heads, queries, dim).transpose(1, 2).contiguous(), None
 
 
 @contextlib.contextmanager

@@ -74,6 +74,7 @@ def _never(device) -> bool:
 
 
 POSITIONS, TARGETS, CAUSAL = "pricer_positions", "pricer_targets", "pricer_causal"  # keys the loss pops
+PACKED = "pricer_packed"  # ... and the packed batch's: input ids, position ids, LAYOUT, SLOTS, scored positions
 
 
 def positions_found_on_cpu(trainer) -> None:
@@ -86,10 +87,12 @@ def positions_found_on_cpu(trainer) -> None:
 class ScoredPositions:
     """A collator's batch plus POSITIONS (flat indices over batch x length of the tokens whose next token is
     labelled), TARGETS (those labels) and CAUSAL (every row is right-padded and nothing else says where
-    its tokens sit, so causal attention alone keeps padding out of view)."""
+    its tokens sit, so causal attention alone keeps padding out of view). With `pack` (a size in tokens), a causal
+    batch also carries PACKED: its rows' real tokens one after another, padded to that size (to its own padded
+    size where they don't fit), for a model that attends through `pricer.patches.transformers.OURS`."""
 
-    def __init__(self, collator):
-        self.collator = collator
+    def __init__(self, collator, pack: int = 0):
+        self.collator, self.pack = collator, pack
 
     def __call__(self, examples):
         batch = self.collator(examples)
@@ -101,7 +104,32 @@ class ScoredPositions:
         batch[TARGETS] = labels[rows, cols + 1]
         batch[CAUSAL] = (mask is not None and mask.ndim == 2 and "position_ids" not in batch
                          and bool((mask[:, 1:] <= mask[:, :-1]).all()))
+        if self.pack and batch[CAUSAL]:
+            batch[PACKED] = packed(batch["input_ids"], mask, rows, cols, self.pack)
         return batch
+
+
+def packed(ids, mask, rows, cols, size: int) -> dict:
+    """A right-padded batch's real tokens one after another in one row of `size` (or of the padded batch's size
+    where that is smaller or they don't fit: a shape for compiled code either way), padded with token 0 (no
+    place in any row, never scored): input_ids and position_ids [1, tokens]; LAYOUT [rows, length], the packed
+    token at each place (token 0 past a row's end: see `_our_attention`); SLOTS [tokens], each packed token's
+    place (flat index over rows x length); POSITIONS of the scored (`rows`, `cols`) in the packed row."""
+    import torch
+
+    from pricer.patches.transformers import LAYOUT, SLOTS
+
+    lengths, real = mask.sum(1), mask.flatten().bool()
+    count = int(lengths.sum())
+    size = size if count <= size < mask.numel() else mask.numel()  # never more than the padded batch
+    places = real.nonzero().squeeze(1)
+    layout = torch.zeros(mask.numel(), dtype=torch.long)
+    layout[places] = torch.arange(count)
+    tokens, positions, slots = (torch.zeros(size, dtype=torch.long) for _ in range(3))
+    tokens[:count], slots[:count] = ids.flatten()[real], places
+    positions[:count] = torch.arange(mask.shape[1]).repeat(mask.shape[0])[real]
+    return {"input_ids": tokens[None], "position_ids": positions[None], LAYOUT: layout.view(mask.shape),
+            SLOTS: slots, POSITIONS: (lengths.cumsum(0) - lengths)[rows] + cols}
 
 
 @functools.cache
@@ -127,11 +155,11 @@ def _lazy_metrics(trainer_class):
         reads_found_positions = True  # positions_found_on_cpu's keys: taken out of every batch, used in training
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            found = {key: inputs.pop(key) for key in (POSITIONS, TARGETS, CAUSAL) if key in inputs}
+            found = {key: inputs.pop(key) for key in (POSITIONS, TARGETS, CAUSAL, PACKED) if key in inputs}
             if return_outputs or not model.training or "attention_mask" not in inputs or not self._plain_nll():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False
-            if len(found) == 3 and len(found[POSITIONS]):
+            if all(key in found for key in (POSITIONS, TARGETS, CAUSAL)) and len(found[POSITIONS]):
                 outputs = self._scored_where_found(model, inputs, found)
             else:
                 outputs = model(**inputs, fused_lm_head=True)
@@ -147,9 +175,10 @@ def _lazy_metrics(trainer_class):
 
         def _scored_where_found(self, model, inputs, found):
             """TRL's fused head on the hidden states at the positions the collator found, each with its label."""
-            causal = found[CAUSAL]
+            causal, pack = found[CAUSAL], found.get(PACKED, {})
             kwargs = {k: v for k, v in inputs.items() if k != "labels" and not (causal and k == "attention_mask")}
-            positions = found[POSITIONS]
+            kwargs.update({k: v for k, v in pack.items() if k != POSITIONS})  # the packed row, where there is one
+            positions = pack.get(POSITIONS, found[POSITIONS])
             with hidden_states_at(self.accelerator.unwrap_model(model), positions, (1, len(positions))), \
                     every_position_scored(), unpacked_rows() if causal else contextlib.nullcontext():
                 return model(**kwargs, fused_lm_head=True, shift_labels=found[TARGETS][None])
@@ -163,6 +192,18 @@ def _lazy_metrics(trainer_class):
             if "parameter_count" not in self.__dict__:
                 self.parameter_count = self.model.num_parameters(exclude_embeddings=True)
             return 6 * inputs[main].numel() * self.parameter_count
+
+        def _clip_grad_norm(self, model):
+            """Trainer's clip over the trainable parameters, listed once, not over a walk of every module of the
+            model each step (~6 ms of Python for a 3B model, the GPU waiting). The same norm: frozen parameters
+            have no gradient. One process only (FSDP and DeepSpeed clip their own way)."""
+            from accelerate.utils import DistributedType
+
+            if self.accelerator.distributed_type != DistributedType.NO or self._has_mixed_mesh_grads(model):
+                return super()._clip_grad_norm(model)
+            if "trainable" not in self.__dict__:
+                self.trainable = [p for p in model.parameters() if p.requires_grad]
+            return self.accelerator.clip_grad_norm_(self.trainable, self.args.max_grad_norm)
 
         def _plain_nll(self) -> bool:
             """TRL's default loss path (the one this class replays); anything else goes to TRL itself."""
