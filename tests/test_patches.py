@@ -200,6 +200,35 @@ def test_packed_rows_train_as_the_padded_batch_with_nothing_read_back(tiny_model
     assert trainer.data_collator(examples)[PACKED]["input_ids"].shape == (1, batch["input_ids"].numel())
 
 
+def test_packed_batches_collated_in_a_worker_are_the_main_process_ones(tiny_model, tmp_path, monkeypatch):
+    """A GPU run collates (and packs) in a DataLoader worker (device_settings): the worker, forked after pack_rows,
+    hands over the batches the main process would make, in order."""
+    import torch
+
+    import pricer.train
+    from pricer.patches.trl import PACKED
+    from pricer.speed import pack_rows
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    settings = pricer.train.device_settings(pricer.train.Setup("bf16", None, grouped=False, compiled=True))
+    monkeypatch.undo()
+    assert settings["dataloader_num_workers"] == 1 and settings["dataloader_persistent_workers"]
+    trainer, _ = build(tiny_model, tmp_path)
+    assert pack_rows(trainer)
+
+    def batches(workers):
+        trainer.args.dataloader_num_workers, trainer.args.dataloader_persistent_workers = workers, workers > 0
+        torch.manual_seed(0)
+        return list(trainer.get_train_dataloader())
+
+    here, there = batches(0), batches(1)
+    assert len(here) == len(there) > 0
+    for a, b in zip(here, there):
+        assert PACKED in b and b[PACKED].keys() == a[PACKED].keys()
+        for key in a[PACKED]:
+            assert torch.equal(a[PACKED][key], b[PACKED][key]), key
+        assert torch.equal(a["input_ids"], b["input_ids"])
+
 def test_packed_size_holds_the_biggest_batch_seen_and_never_more_than_the_longest_rows():
     from pricer.speed import PACK_ROUND, packed_size
 
