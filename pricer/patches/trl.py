@@ -199,7 +199,8 @@ def _lazy_metrics(trainer_class):
             have no gradient. One process only (FSDP and DeepSpeed clip their own way)."""
             from accelerate.utils import DistributedType
 
-            if self.accelerator.distributed_type != DistributedType.NO or self._has_mixed_mesh_grads(model):
+            mixed = getattr(self, "_has_mixed_mesh_grads", None)  # Trainer's DTensor check, where it has one
+            if self.accelerator.distributed_type != DistributedType.NO or (mixed and mixed(model)):
                 return super()._clip_grad_norm(model)
             if "trainable" not in self.__dict__:
                 self.trainable = [p for p in model.parameters() if p.requires_grad]
