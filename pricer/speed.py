@@ -27,13 +27,13 @@ import weakref
 
 from pricer.patches.bitsandbytes import TORCH_ADAMW, pages_any, paged_waits_only
 from pricer.patches.torch import PAD_MULTIPLE, compile_failed, compiled, compiler_works, runs_eagerly
-from pricer.patches.transformers import use_our_attention, fuse_kernels, with_train_sampler
+from pricer.patches.transformers import fuse_kernels, use_our_attention, with_train_sampler
 from pricer.patches.trl import ScoredPositions, lazy_metrics_trainer, positions_found_on_cpu, score_completions_only
 
 __all__ = ["PAD_MULTIPLE", "LengthGroupedBatches", "compile_failed", "compile_layers", "decoder_layers",
            "eager_layers", "fuse_kernels", "graphs_used", "grouped_trainer", "is_compiled", "lazy_metrics_trainer",
-           "optimizer_for_lora", "optimizer_without_syncs", "pack_rows", "positions_found_on_cpu", "score_completions_only",
-           "torch_adamw_replaces"]
+           "optimizer_for_lora", "optimizer_without_syncs", "pack_rows", "positions_found_on_cpu",
+           "score_completions_only", "torch_adamw_replaces"]
 
 PACK_ROUND = 128  # a packed batch's size (tokens) is rounded up to this
 _compiled = weakref.WeakKeyDictionary()  # model compile_layers compiled -> (its layers' own forwards, hook handles)
@@ -124,8 +124,8 @@ def pack_rows(trainer) -> bool:
     collator = trainer.data_collator
     if not isinstance(collator, ScoredPositions) or not use_our_attention(trainer.model):
         return False
-    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-    collator.pack = packed_size(lengths, trainer.args.per_device_train_batch_size, trainer.args.seed)
+    collator.pack = packed_size(_row_lengths(trainer.train_dataset), trainer.args.per_device_train_batch_size,
+                                trainer.args.seed)
     return True
 
 
@@ -173,9 +173,13 @@ class LengthGroupedBatches:
             yield from batches[b]
 
 
+def _row_lengths(dataset) -> list[int]:
+    """Each tokenized row's length in tokens."""
+    return [len(ids) for ids in dataset["input_ids"]]
+
+
 def _length_grouped(trainer, dataset) -> LengthGroupedBatches:
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    return LengthGroupedBatches(lengths, trainer.args.per_device_train_batch_size, trainer.args.seed)
+    return LengthGroupedBatches(_row_lengths(dataset), trainer.args.per_device_train_batch_size, trainer.args.seed)
 
 
 def grouped_trainer(trainer_class):
