@@ -54,7 +54,7 @@ def head_rows(monkeypatch) -> list[int]:
     return rows
 
 
-def build(tiny_model, tmp_path):
+def build(tiny_model, tmp_path, max_steps=1):
     """pricer's trainer for the tiny model (CPU, fp32, not grouped) and one training batch."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -69,7 +69,7 @@ def build(tiny_model, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     trainer = build_trainer(model, load_tokenizer(tiny_model), rows, preset,
                             Setup("fp32", BatchPlan(4, 1, False, 1.0, 10.0), grouped=False), tmp_path,
-                            Options(max_steps=1))
+                            Options(max_steps=max_steps))
     return trainer, next(iter(trainer.get_train_dataloader()))
 
 
@@ -337,6 +337,87 @@ def test_lazy_metrics_clips_the_trainable_gradients_as_trainer_does_without_walk
         assert torch.equal(a, b)
     monkeypatch.setattr(type(model), "parameters", lambda *a, **k: pytest.fail("walked the model again"))
     assert torch.equal(clipped(trainer._clip_grad_norm)[0], theirs)
+
+
+def test_walks_listed_once_keep_train_and_zero_grad_effects_without_walking_the_model(monkeypatch):
+    """train() walks only where a module is out of training (or has a train() of its own), eval() and
+    zero_grad(set_to_none=False) are stock, zero_grad() clears every gradient without listing parameters."""
+    import torch
+
+    from pricer.patches.trl import walks_listed_once
+
+    class OwnTrain(torch.nn.Linear):  # as DoRA's layer: train() does more than set `training`
+        def train(self, mode=True):
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().train(mode)
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5), torch.nn.Linear(2, 1)).eval()
+    model[0].weight.requires_grad_(False)
+    walked = []
+    children = torch.nn.Module.children
+    monkeypatch.setattr(torch.nn.Module, "children", lambda self: walked.append(self) or children(self))
+    with walks_listed_once(model) as trainable:
+        assert [id(p) for p in trainable] == [id(model[0].bias), id(model[2].weight), id(model[2].bias)]
+        assert model.train() is model and all(m.training for m in model.modules()) and walked
+        walked.clear()
+        model.train()
+        assert not walked  # every module already training: nothing to set
+        model[1].eval()
+        model.train()
+        assert model[1].training and walked  # one module out of training: walked as stock
+        model.eval()
+        assert not any(m.training for m in model.modules())
+        for p in trainable:
+            p.grad = torch.ones_like(p)
+        model.zero_grad(set_to_none=False)
+        assert all(p.grad is not None and not p.grad.any() for p in trainable)  # stock: zeroed in place
+        monkeypatch.setattr(torch.nn.Module, "parameters", lambda *a, **k: pytest.fail("walked the parameters"))
+        model.zero_grad()
+        assert all(p.grad is None for p in trainable)
+    assert "train" not in vars(model) and "zero_grad" not in vars(model)  # the model's own methods again
+
+    monkeypatch.undo()
+    own = torch.nn.Sequential(OwnTrain(2, 2))
+    with walks_listed_once(own):
+        own.train()
+        own.train()
+    assert own[0].calls == 2  # a module with a train() of its own is walked every time
+
+
+def test_lazy_metrics_trains_to_trainers_weights_without_walking_the_model_each_step(tiny_model, tmp_path,
+                                                                                        monkeypatch):
+    """The canary for `walks_listed_once`: Trainer's loop calls train() and zero_grad() on the model it was
+    given, and with them listed once three steps reach the weights of Trainer's own walks."""
+    import torch
+    from transformers import Trainer
+
+    stock_train, root_walks = torch.nn.Module.train, []
+
+    def counted(self, mode=True):
+        root_walks.append(self) if self is model else None
+        return stock_train(self, mode)
+
+    monkeypatch.setattr(torch.nn.Module, "train", counted)
+
+    def trained(name, train):
+        nonlocal model
+        torch.manual_seed(0)
+        trainer, _ = build(tiny_model, tmp_path / name, max_steps=3)
+        model = trainer.model
+        root_walks.clear()
+        train(trainer)
+        assert "train" not in vars(model) and "zero_grad" not in vars(model)
+        return [p.detach().clone() for p in model.parameters() if p.requires_grad], len(root_walks)
+
+    model = None
+    theirs, their_walks = trained("stock", Trainer.train)  # Trainer's walks: train() every step
+    zero_grad = torch.nn.Module.zero_grad
+    monkeypatch.setattr(torch.nn.Module, "zero_grad", lambda self, *a: pytest.fail("walked the model to zero grads")
+                        if self is model else zero_grad(self, *a))
+    ours, our_walks = trained("ours", lambda trainer: trainer.train())
+    assert their_walks >= 3 and our_walks == 1  # ours: only the first step, the model coming in eval mode
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
 
 # ----- transformers -----
 

@@ -15,7 +15,7 @@ These modules import only `pricer.errors` from pricer, so predictors (`pricer.pr
 (`pricer.speed`, `pricer.memory`) both build on them without importing upwards.
 
     trl.py           the fused loss scores only labelled positions on CPU too; metrics read once per log; the
-                     loss's positions found on the CPU
+                     loss's positions found on the CPU; Trainer's per-step walks of the model listed once
     transformers.py  the training sampler; one GPU per process; RMSNorm / SwiGLU / rotary fused; no packing
                      check on unmasked right-padded batches
     bitsandbytes.py  32-bit optimizers that wait for the GPU only after a paged state; torch's fused AdamW where
@@ -62,7 +62,10 @@ the RMSNorm / SwiGLU / attention code the fused kernels replace or rebind
 (test_transformers_fused_modules_are_llamas), bitsandbytes' CPU repacking that pricer.train guards
 against (test_bitsandbytes_cpu_repacking_is_what_train_guards_against), bitsandbytes' CPU probe and
 Hub-kernel fetch at import (test_bitsandbytes_cpu_backend_probe_is_what_the_guard_expects), bitsandbytes'
-paging threshold that decides where torch's AdamW stands in (test_bitsandbytes_paging_threshold_is_ours).
+paging threshold that decides where torch's AdamW stands in (test_bitsandbytes_paging_threshold_is_ours),
+Trainer calling `model.train()` and `model.zero_grad()` on the model it was given, which `walks_listed_once`
+answers with instance attributes for the length of `train()`
+(test_lazy_metrics_trains_to_trainers_weights_without_walking_the_model_each_step).
 Gone: torch._dynamo (the public torch.compiler.config.recompile_limit instead, scoped like the budget);
 _commit_hash (transformers 5 no longer sets it, so the prediction fingerprint always read None: the
 revision now comes from huggingface_hub.resolve_revision); _name_or_path (the public name_or_path).

@@ -12,7 +12,9 @@
   replays TRL's plain NLL path (the one pricer's settings take; anything else goes to TRL), keeps
   those sums on the device, and adds them to TRL's `_metrics` / `_total_train_tokens` at log time.
   Same loss, same logged values (tests/test_train.py). Trainer's FLOP estimate counts the parameters
-  once, not for every micro-batch. Off: TRL's compute_loss as it is.
+  once, not for every micro-batch, and its per-step walks of the model (`model.train()`, `model.zero_grad()`,
+  the gradient clip) read modules and trainable parameters listed once per `train()` (`walks_listed_once`).
+  Off: TRL's compute_loss and Trainer's walks as they are.
 - `positions_found_on_cpu(trainer)`: with lazy metrics, each batch also carries, found by the CPU as it
   collates, the positions its loss scores and whether its rows are right-padded. The loss then picks
   those positions by index (`pricer.patches.transformers.hidden_states_at`) and hands TRL's head only
@@ -147,6 +149,44 @@ def lazy_metrics_trainer(trainer_class):
     return _lazy_metrics(trainer_class) if LAZY_METRICS.on else trainer_class
 
 
+@contextlib.contextmanager
+def walks_listed_once(model):
+    """While inside: `model.train()` and `model.zero_grad()`, which Trainer calls on every step, read the modules
+    and trainable parameters listed here instead of walking every module of the model (~5 ms of Python each for a
+    3B model with LoRA, the GPU waiting: `bench/host_walks.py`). The same effect: `train()` does nothing only where
+    every module is already training and none has a `train` of its own (DoRA's clears a cache: those walk as
+    stock); frozen parameters get no gradient to clear. Yields the trainable parameters; the model's own
+    methods are back on the way out."""
+    import torch
+    from transformers import PreTrainedModel
+
+    stock = (torch.nn.Module.train, PreTrainedModel.train)  # set `training` and nothing else when it is unchanged
+    modules, cls = list(model.modules()), type(model)
+    plain = all(type(m).train in stock for m in modules)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def train(mode=True):
+        if not (mode is True and plain and all(m.training for m in modules)):
+            cls.train(model, mode)
+        return model
+
+    def zero_grad(set_to_none=True):
+        if not set_to_none:
+            return cls.zero_grad(model, set_to_none)
+        for p in trainable:
+            p.grad = None
+
+    own = {name: vars(model)[name] for name in ("train", "zero_grad") if name in vars(model)}
+    model.train, model.zero_grad = train, zero_grad
+    try:
+        yield trainable
+    finally:
+        for name in ("train", "zero_grad"):
+            vars(model).pop(name, None)
+        for name, method in own.items():
+            setattr(model, name, method)
+
+
 @functools.cache
 def _lazy_metrics(trainer_class):
     import torch
@@ -193,18 +233,29 @@ def _lazy_metrics(trainer_class):
                 self.parameter_count = self.model.num_parameters(exclude_embeddings=True)
             return 6 * inputs[main].numel() * self.parameter_count
 
+        def train(self, *args, **kwargs):
+            """Trainer's own, with the model's modules and trainable parameters listed once for its per-step
+            walks (`walks_listed_once`, the clip below). One process only (DDP, FSDP and DeepSpeed wrap the model)."""
+            if not self._one_process():
+                return super().train(*args, **kwargs)
+            with walks_listed_once(self.model) as self.trainable:
+                return super().train(*args, **kwargs)
+
         def _clip_grad_norm(self, model):
             """Trainer's clip over the trainable parameters, listed once, not over a walk of every module of the
             model each step (~6 ms of Python for a 3B model, the GPU waiting). The same norm: frozen parameters
             have no gradient. One process only (FSDP and DeepSpeed clip their own way)."""
-            from accelerate.utils import DistributedType
-
             mixed = getattr(self, "_has_mixed_mesh_grads", None)  # Trainer's DTensor check, where it has one
-            if self.accelerator.distributed_type != DistributedType.NO or (mixed and mixed(model)):
+            if not self._one_process() or (mixed and mixed(model)):
                 return super()._clip_grad_norm(model)
-            if "trainable" not in self.__dict__:
+            if "trainable" not in self.__dict__:  # a clip outside train()
                 self.trainable = [p for p in model.parameters() if p.requires_grad]
             return self.accelerator.clip_grad_norm_(self.trainable, self.args.max_grad_norm)
+
+        def _one_process(self) -> bool:
+            from accelerate.utils import DistributedType
+
+            return self.accelerator.distributed_type == DistributedType.NO
 
         def _plain_nll(self) -> bool:
             """TRL's default loss path (the one this class replays); anything else goes to TRL itself."""
