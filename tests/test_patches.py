@@ -391,30 +391,24 @@ def test_lazy_metrics_trains_to_trainers_weights_without_walking_the_model_each_
     import torch
     from transformers import Trainer
 
-    stock_train, root_walks = torch.nn.Module.train, []
+    stock_train, stock_zero_grad, walked = torch.nn.Module.train, torch.nn.Module.zero_grad, []
+    monkeypatch.setattr(torch.nn.Module, "train",
+                        lambda self, mode=True: walked.append(self) or stock_train(self, mode))
 
-    def counted(self, mode=True):
-        root_walks.append(self) if self is model else None
-        return stock_train(self, mode)
-
-    monkeypatch.setattr(torch.nn.Module, "train", counted)
-
-    def trained(name, train):
-        nonlocal model
+    def trained(name, train, zero_grad_walks: bool):
         torch.manual_seed(0)
         trainer, _ = build(tiny_model, tmp_path / name, max_steps=3)
         model = trainer.model
-        root_walks.clear()
+        if not zero_grad_walks:
+            monkeypatch.setattr(torch.nn.Module, "zero_grad", lambda self, *a: pytest.fail(
+                "walked the model to zero grads") if self is model else stock_zero_grad(self, *a))
+        walked.clear()
         train(trainer)
         assert "train" not in vars(model) and "zero_grad" not in vars(model)
-        return [p.detach().clone() for p in model.parameters() if p.requires_grad], len(root_walks)
+        return [p.detach().clone() for p in model.parameters() if p.requires_grad], sum(m is model for m in walked)
 
-    model = None
-    theirs, their_walks = trained("stock", Trainer.train)  # Trainer's walks: train() every step
-    zero_grad = torch.nn.Module.zero_grad
-    monkeypatch.setattr(torch.nn.Module, "zero_grad", lambda self, *a: pytest.fail("walked the model to zero grads")
-                        if self is model else zero_grad(self, *a))
-    ours, our_walks = trained("ours", lambda trainer: trainer.train())
+    theirs, their_walks = trained("stock", Trainer.train, True)  # Trainer's walks: train() every step
+    ours, our_walks = trained("ours", lambda trainer: trainer.train(), False)
     assert their_walks >= 3 and our_walks == 1  # ours: only the first step, the model coming in eval mode
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a, b)

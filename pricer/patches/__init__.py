@@ -33,7 +33,7 @@ trl.trainer.utils._use_triton, torch._dynamo.config.recompile_limit, torch._func
 Trainer._get_train_sampler (overridden), SFTTrainer._metrics, SFTTrainer._total_train_tokens,
 TrainingArguments._n_gpu, PretrainedConfig._commit_hash, PretrainedConfig._name_or_path; plus internals
 without an underscore (a copy of Optimizer8bit.step, the `is_paged` mark, TRL's fused-head outputs, a
-process-wide rebinding of transformers' apply_rotary_pos_emb). Now 7, all in this package, each fenced,
+process-wide rebinding of transformers' apply_rotary_pos_emb). Now 8, all in this package, each fenced,
 each with its canary in tests/test_patches.py:
 
     trl.trainer.utils._use_triton (trl.score_completions_only)
@@ -48,6 +48,8 @@ each with its canary in tests/test_patches.py:
         test_torch_activation_budget_is_read_at_compile
     torch._functorch.config.force_non_lazy_backward_lowering (torch.compiled)
         test_torch_backward_compiles_with_the_forward_under_our_settings
+    PretrainedConfig._attn_implementation, read (transformers.our_attention; no public getter in 5.23)
+        test_transformers_use_our_attention_serves_only_llamas_layers_and_answers_as_sdpa_otherwise
 
 Since issue 25 also (no underscore): transformers.masking_utils.find_packed_sequence_indices, rebound while
 an unmasked batch runs (transformers.unpacked_rows; test_transformers_unpacked_rows_answers_as_the_check_would),
