@@ -400,8 +400,8 @@ def test_lazy_metrics_trains_to_trainers_weights_without_walking_the_model_each_
         trainer, _ = build(tiny_model, tmp_path / name, max_steps=3)
         model = trainer.model
         if not zero_grad_walks:
-            monkeypatch.setattr(torch.nn.Module, "zero_grad", lambda self, *a: pytest.fail(
-                "walked the model to zero grads") if self is model else stock_zero_grad(self, *a))
+            monkeypatch.setattr(torch.nn.Module, "zero_grad", lambda self, *a, **k: pytest.fail(
+                "walked the model to zero grads") if self is model else stock_zero_grad(self, *a, **k))
         walked.clear()
         train(trainer)
         assert "train" not in vars(model) and "zero_grad" not in vars(model)

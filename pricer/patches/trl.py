@@ -153,10 +153,10 @@ def lazy_metrics_trainer(trainer_class):
 def walks_listed_once(model):
     """While inside: `model.train()` and `model.zero_grad()`, which Trainer calls on every step, read the modules
     and trainable parameters listed here instead of walking every module of the model (milliseconds of Python a
-    step for a 3B model with LoRA, the GPU waiting: `bench/host_walks.py`). The same effect: `train()` does nothing only where
-    every module is already training and none has a `train` of its own (DoRA's clears a cache: those walk as
-    stock); frozen parameters get no gradient to clear. Yields the trainable parameters; the model's own
-    methods are back on the way out."""
+    step for a 3B model with LoRA, the GPU waiting: `bench/host_walks.py`). The same effect: `train()` does
+    nothing only where every module is already training and none has a `train` of its own (DoRA's clears a
+    cache: those walk as stock); frozen parameters get no gradient to clear. Yields the trainable parameters;
+    the model's own methods are back on the way out."""
     import torch
     from transformers import PreTrainedModel
 
