@@ -5,14 +5,16 @@
 
 A raw listing is a row of the Amazon Reviews 2023 metadata the course loads
 (`McAuley-Lab/Amazon-Reviews-2023`, `raw_meta_<Category>`): `title`, `price` (a number, a
-string, or missing), `description` and `features` (lists of strings) and `details` (a dict, or
-that dict as a JSON string). Week 6 keeps a listing when its price is usable and inside the
+string, or missing), `description` and `features` (lists of strings, or those lists written out
+as a CSV cell holds them) and `details` (a dict, or that dict as a JSON string). Week 6 keeps a listing when its price is usable and inside the
 course's window, drops the details that say nothing about value (ranks, part and model numbers,
 battery questions), removes part-number-like words (7+ capitals and digits, both present),
 and fits what is left to a token cap. Duplicates (the same text twice) are dropped: a product
 seen in training and again in the test split would score memory, not pricing.
 """
 
+import ast
+import contextlib
 import json
 import re
 from collections import Counter
@@ -32,9 +34,15 @@ def is_listing(row: dict) -> bool:
 
 
 def _lines(value) -> str:
-    """A description or features field as text: a list of strings, or one string."""
+    """A description or features field as text: a list of strings, or one string. A string that is such a list
+    written out (JSON, or Python's repr as pandas' to_csv writes a list cell) is that list."""
     if isinstance(value, str):
-        value = [value]
+        written = value.strip()
+        for parse in (json.loads, ast.literal_eval) if written.startswith("[") and written.endswith("]") else ():
+            with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
+                written = parse(written)
+                break
+        value = written if isinstance(written, list) else [value]
     if not isinstance(value, list):
         return ""
     return " ".join(" ".join(str(v).split()) for v in value if str(v).strip())

@@ -128,6 +128,16 @@ def test_a_spreadsheets_csv_and_a_datasets_json_export_read_as_the_jsonl_product
     said = capsys.readouterr().out
     assert f"not read in {export} " in said and "sources.json (one JSON value" in said and f"in {sheet} " not in said
 
+    expected, _ = read_items(str(write_style(tmp_path / "listings_jsonl", "raw listings")))
+    listings = tmp_path / "listings"  # pandas' to_csv: a list cell as Python writes it, or as JSON
+    listings.mkdir()
+    for split, products in SPLITS.items():
+        rows = [row("raw listings", p) for p in products]
+        rows = [{**r, "description": repr(r["description"]), "features": json.dumps(r["features"])} for r in rows]
+        (listings / f"{split}.csv").write_text(_as_table(rows))
+    items, _ = read_items(str(listings))
+    assert [i.summary for s in SPLITS for i in items[s]] == [i.summary for s in SPLITS for i in expected[s]]
+
     texts = tmp_path / "texts"  # a student's week 7 CSV in the course repository: text,price
     texts.mkdir()
     for split, products in SPLITS.items():
