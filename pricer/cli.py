@@ -190,8 +190,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("data", help="make prompts from your items (--items), or write the embedded catalog")
     _debug_option(p)
-    p.add_argument("--items", metavar="FOLDER", help="your products, in any of the course's formats: their prompts "
-                   "go to --out (train / val / test JSONL)")
+    p.add_argument("--items", metavar="FOLDER", help="your products (.jsonl, .json or .csv; any of the course's "
+                   "formats): their prompts go to --out (train / val / test JSONL)")
     p.add_argument("--out", required=True, help="folder for the prompts of --items; else for the catalog's "
                    "items/ and prompts-<cap>/")
     p.add_argument("--seed", type=int, default=42)
