@@ -158,7 +158,8 @@ PRODUCT_FILES = {  # a train file of a user's products, as written: suffix and c
     "one JSON object of metadata": (".json", '{"made": "by me"}'),
     "JSON lines with a bad one": (".json", '{"title": "Acme Lamp", "price": 12.99}\n{bad\n'),
     "a JSON array of numbers": (".json", "[1, 2, null]"),
-    "a JSON string with U+2028": (".json", '{"title": "Acme\u2028Lamp", "price": 12.99}\n{"title": "Bolt Kit", "price": 3.5}'),
+    "a JSON string with U+2028": (".json", '{"title": "Acme\u2028Lamp", "price": 12.99}\n'
+                                           '{"title": "Bolt Kit", "price": 3.5}'),
 }
 
 
@@ -690,8 +691,9 @@ def locks(tmp: Path):
 
 
 CLASSES = {"Item.from_row": "rows", "check_prompt_row": "rows", "Tester": "model outputs", "Result.load": "files",
-           "load_human_guesses": "files", "load_prompts": "files", "read_items": "files", "settings": "settings", "sources": "names",
-           "runs.": "damaged files", "lab record": "damaged files", "lab settings": "damaged files",
+           "load_human_guesses": "files", "load_prompts": "files", "read_items": "files", "settings": "settings",
+           "sources": "names", "runs.": "damaged files", "lab record": "damaged files",
+           "lab settings": "damaged files",
            "python -m pricer (bad": "command line", "a second process": "locks", "resources": "resources",
            "not files": "files that are not files", "full and read-only": "full and read-only disks",
            "destructive": "destructive flags", "secrets": "secrets", "records": "records of the wrong shape"}

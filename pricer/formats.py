@@ -184,7 +184,7 @@ def _csv_rows(path: Path) -> list:
     """A CSV (or tab-separated) file's rows as dicts keyed by its header line, names lower-cased; an empty cell
     is no value. Its delimiter is the one its header line uses most (`,` `;` tab `|`: Excel's in Europe is `;`)."""
     text = _text(path)
-    head = next((line for line in text.split("\n") if line.strip()), "")
+    head = next((line.rstrip("\r\n") for line in io.StringIO(text) if line.strip()), "")  # lazily: not every line
     delimiter = max(",;\t|", key=head.count) if any(d in head for d in ",;\t|") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header, rows, end = None, [], 0
@@ -230,16 +230,17 @@ def _product_files(folder: Path) -> tuple[dict[Path, list], list[str]]:
     """Each product file of a folder with its rows, and what was not read (named, not passed over in silence)."""
     found, skipped = {}, []
     for f in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
-        rows = file_rows(f) if f.suffix.lower() in ROW_SUFFIXES and not f.is_dir() else None  # a pipe: named
-        if rows is None and f.suffix.lower() == ".json" and split_of(f.stem):
-            raise DataError(f"{f}: one JSON value that is no product, not rows. Write the {split_of(f.stem)} "
-                            "products as a JSON array of objects, or one object per line.")
-        if rows == [] and split_of(f.stem):
+        suffix, split = f.suffix.lower(), split_of(f.stem)
+        rows = file_rows(f) if suffix in ROW_SUFFIXES and not f.is_dir() else None  # a pipe: named by check_file
+        if rows is None and suffix == ".json" and split:
+            raise DataError(f"{f}: one JSON value that is no product, not rows. Write the {split} products as a "
+                            "JSON array of objects, or one object per line.")
+        if rows == [] and split:
             empty = ("an empty file" if not f.stat().st_size else
-                     "nothing below its header line" if f.suffix.lower() in TABLE_SUFFIXES else "only blank lines")
-            raise DataError(f"{f}: no rows ({empty}); the {split_of(f.stem)} split needs products.")
+                     "nothing below its header line" if suffix in TABLE_SUFFIXES else "only blank lines")
+            raise DataError(f"{f}: no rows ({empty}); the {split} split needs products.")
         if rows is None:
-            skipped.append(f.name + (" (one JSON value, not a list of rows)" if f.suffix.lower() == ".json" else
+            skipped.append(f.name + (" (one JSON value, not a list of rows)" if suffix == ".json" else
                                      "/" if f.is_dir() else ""))
         else:
             found[f] = rows
@@ -255,10 +256,10 @@ def folder_rows(folder: str | Path) -> dict[str, list[tuple[str, object]]]:
         pickles = sorted(p.name for p in folder.glob("*.pkl"))
         hint = (f" ({', '.join(pickles)} are pickles of the course's Item objects, which only its own code can "
                 "read: write them out with `[item.__dict__ for item in items]` to JSONL)" if pickles else "")
-        raise DataError(f"{folder}: no product files to read (.jsonl, .json, .csv or .tsv; found "
+        raise DataError(f"{folder}: no product files to read ({', '.join(ROW_SUFFIXES)}; found "
                         f"{', '.join(skipped[:6]) or 'nothing'}){hint}. {SAVE_AS}")
     if skipped:
-        print(f"pricer: not read in {folder} (products come from .jsonl, .json, .csv and .tsv files): "
+        print(f"pricer: not read in {folder} (products come from {', '.join(ROW_SUFFIXES)} files): "
               f"{', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
     named = {}
     for f in files:

@@ -6,11 +6,12 @@
 A raw listing is a row of the Amazon Reviews 2023 metadata the course loads
 (`McAuley-Lab/Amazon-Reviews-2023`, `raw_meta_<Category>`): `title`, `price` (a number, a
 string, or missing), `description` and `features` (lists of strings, or those lists written out
-as a CSV cell holds them) and `details` (a dict, or that dict as a JSON string). Week 6 keeps a listing when its price is usable and inside the
-course's window, drops the details that say nothing about value (ranks, part and model numbers,
-battery questions), removes part-number-like words (7+ capitals and digits, both present),
-and fits what is left to a token cap. Duplicates (the same text twice) are dropped: a product
-seen in training and again in the test split would score memory, not pricing.
+as a CSV cell holds them) and `details` (a dict, or that dict as a JSON string). Week 6 keeps a
+listing when its price is usable and inside the course's window, drops the details that say
+nothing about value (ranks, part and model numbers, battery questions), removes part-number-like
+words (7+ capitals and digits, both present), and fits what is left to a token cap. Duplicates
+(the same text twice) are dropped: a product seen in training and again in the test split would
+score memory, not pricing.
 """
 
 import ast

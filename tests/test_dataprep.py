@@ -114,8 +114,8 @@ def test_a_spreadsheets_csv_and_a_datasets_json_export_read_as_the_jsonl_product
     sheet, export = tmp_path / "sheet", tmp_path / "export"
     sheet.mkdir(), export.mkdir()
     for split, products in SPLITS.items():  # Excel in Europe: `;`, CRLF, a BOM, "$" prices, "Title" capitalised
-        rows = [{"Title": r["title"], "Category": r["category"], "Price": f"${r['price']:,.2f}", "Summary": r["summary"],
-                 "weight": ""} for r in (row("items", p) for p in products)]
+        rows = [{"Title": r["title"], "Category": r["category"], "Price": f"${r['price']:,.2f}",
+                 "Summary": r["summary"], "weight": ""} for r in (row("items", p) for p in products)]
         (sheet / f"{split}.csv").write_text("\ufeff" + _as_table(rows, ";", "\r\n"), encoding="utf-8", newline="")
         json_rows = [json.dumps(row("items", p)) for p in products]  # Dataset.to_json: lines; a list for val
         (export / f"{split}.json").write_text(f"[{', '.join(json_rows)}]" if split == "val" else "\n".join(json_rows))
